@@ -75,11 +75,12 @@ def schema() -> None:
 @click.option("--system", default=None, help="Optional system message.")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Most new tokens to generate.")
-def chat(folder: Path, prompt: str, system: str | None, max_tokens: int) -> None:
+@click.option("--greedy", is_flag=True, help="Always pick the most likely token (else genai_config's search settings).")
+def chat(folder: Path, prompt: str, system: str | None, max_tokens: int, greedy: bool) -> None:
     """Load FOLDER with onnxruntime-genai, apply its PromptTemplate and stream the answer."""
     from pipeline.chat import chat as run_chat
 
-    for piece in run_chat(folder, prompt, system=system, max_tokens=max_tokens):
+    for piece in run_chat(folder, prompt, system=system, max_tokens=max_tokens, greedy=greedy):
         click.echo(piece, nl=False)
     click.echo()
 

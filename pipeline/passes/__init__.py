@@ -1,0 +1,80 @@
+"""Pass registry. A pass is a function (input Artifact, config, Context) -> output Artifact,
+registered by name with `@register`. One file per pass in this package."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A folder a pass reads or writes. `kind` says what is in it: "hf-model" (a Hugging Face
+    model folder) or "onnx-genai" (an ONNX model with genai_config.json)."""
+
+    path: Path
+    kind: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """What a pass may use besides its input: the target, a private scratch folder, a logger."""
+
+    target: dict[str, str]
+    model: dict[str, Any]
+    workdir: Path
+    log: Callable[[str], None]
+
+
+PassFn = Callable[[Artifact, dict, Context], Artifact]
+
+
+@dataclass(frozen=True)
+class RegisteredPass:
+    name: str
+    fn: PassFn
+    version: str  # bump when the pass's output changes for the same input and config
+    consumes: str
+    produces: str
+
+
+_REGISTRY: dict[str, RegisteredPass] = {}
+
+
+def register(name: str, *, version: str, consumes: str, produces: str) -> Callable[[PassFn], PassFn]:
+    """Register `fn` under `name`. A second registration of a name is a programming error."""
+
+    def decorate(fn: PassFn) -> PassFn:
+        if name in _REGISTRY:
+            raise RuntimeError(f"pass {name!r} is registered twice ({_REGISTRY[name].fn.__module__} and {fn.__module__})")
+        _REGISTRY[name] = RegisteredPass(name, fn, version, consumes, produces)
+        return fn
+
+    return decorate
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def get_pass(name: str) -> RegisteredPass:
+    """The pass registered as `name`; an unknown name lists the known ones."""
+    if not _REGISTRY:
+        _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PipelineError(f"unknown pass {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def known_passes() -> list[str]:
+    if not _REGISTRY:
+        _load_all()
+    return sorted(_REGISTRY)

@@ -28,7 +28,7 @@ def main() -> int:
 
     model = og.Model(str(folder))
     tokenizer = og.Tokenizer(model)
-    ids = list(tokenizer.encode(text))
+    ids = [int(i) for i in tokenizer.encode(text)]
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + max_new, do_sample=False)
     generator = og.Generator(model, params)

@@ -179,4 +179,4 @@ def test_loads_and_generates_in_foundry_local_runtime(built, precision):
     assert (result["onnxruntime"], result["onnxruntime_genai"]) == ("1.26.0", "0.14.1")
     assert len(result["tokens"]) == 12
     # Same prompt, same greedy tokens as our own runtime: the folder means the same thing there.
-    assert og_greedy(folder, result["prompt_ids"], 12) == result["tokens"] or precision != "fp32"
+    assert og_greedy(folder, result["prompt_ids"], 12) == result["tokens"]

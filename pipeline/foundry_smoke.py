@@ -37,10 +37,17 @@ def main() -> int:
     while not generator.is_done():
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
+    # What the runtime's own chat-template support makes of a system + user turn.
+    messages = json.dumps([{"role": "system", "content": "SYS"}, {"role": "user", "content": prompt}])
+    try:
+        chat_render = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    except Exception as e:  # older runtimes lack some template features; report, don't fail here
+        chat_render = f"error: {e}"
     print(json.dumps({
         "onnxruntime": onnxruntime.__version__, "onnxruntime_genai": og.__version__,
         "name": info["Name"], "prompt": text, "prompt_ids": ids, "tokens": tokens,
-        "text": tokenizer.decode(tokens),
+        "text": tokenizer.decode(tokens), "chat_template_render": chat_render,
+        "prompt_template_render": info["PromptTemplate"]["system"].replace("{Content}", "SYS") + text,
     }))
     return 0
 

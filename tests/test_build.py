@@ -86,7 +86,11 @@ def test_prompt_template_renders_the_chat_template(built):
     tok = AutoTokenizer.from_pretrained(folder)  # the folder's own tokenizer + chat_template.jinja
     expected = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
     assert build_prompt(info, CHAT[1]["content"], system=CHAT[0]["content"]) == expected
-    assert (folder / "chat_template.jinja").read_text() == (REPO / "models/tiny-qwen2-chat/chat_template.jinja").read_text()
+    source_template = (REPO / "models/tiny-qwen2-chat/chat_template.jinja").read_text()
+    assert (folder / "chat_template.jinja").read_text() == source_template
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tokenizer_config["chat_template"] == source_template
+    assert "local_files_only" not in tokenizer_config
 
 
 def test_cli_build_then_chat(tmp_path, tiny_model):
@@ -180,3 +184,5 @@ def test_loads_and_generates_in_foundry_local_runtime(built, precision):
     assert len(result["tokens"]) == 12
     # Same prompt, same greedy tokens as our own runtime: the folder means the same thing there.
     assert og_greedy(folder, result["prompt_ids"], 12) == result["tokens"]
+    # The runtime's chat-template rendering and our PromptTemplate agree.
+    assert result["chat_template_render"] == result["prompt_template_render"]

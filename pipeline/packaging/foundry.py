@@ -61,6 +61,25 @@ def package(folder: Path, model_dir: Path, name: str, plan: PromptPlan) -> dict:
             shutil.copyfile(source_file, folder / "chat_template.jinja")
         else:
             (folder / "chat_template.jinja").write_text(plan.chat_template, encoding="utf-8")
+    _tidy_tokenizer_config(folder / "tokenizer_config.json", plan.chat_template)
     info = {"Name": name, "PromptTemplate": plan.template}
     (folder / "inference_model.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
+
+
+# Loader state transformers 5 saves into tokenizer_config.json; in a shipped folder it would make
+# every consumer load offline-only.
+_LOADER_STATE_KEYS = ("is_local", "local_files_only")
+
+
+def _tidy_tokenizer_config(path: Path, chat_template: str | None) -> None:
+    """Keep the chat template in tokenizer_config.json too (older loaders read it only there) and
+    drop the builder's loader state."""
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in _LOADER_STATE_KEYS:
+        config.pop(key, None)
+    if chat_template and not config.get("chat_template"):
+        config["chat_template"] = chat_template
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -33,6 +33,21 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
                           text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+def og_greedy(folder: Path, ids: list[int], new_tokens: int) -> list[int]:
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    out = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        out.append(int(generator.get_next_tokens()[0]))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     assert (TINY_MODEL / "config.json").is_file(), "models/tiny-qwen2-chat is missing: python -m pipeline.tiny models/tiny-qwen2-chat"

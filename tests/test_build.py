@@ -9,28 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PRECISIONS, REPO, run_cli, tiny_recipe
+from conftest import PRECISIONS, REPO, og_greedy, run_cli, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
 EXPECTED_FILES = {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "tokenizer_config.json",
                   "chat_template.jinja", "inference_model.json", "build.json"}
 CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me a fable about a fox."}]
-
-
-def og_greedy(folder: Path, ids: list[int], new_tokens: int) -> list[int]:
-    import onnxruntime_genai as og
-
-    model = og.Model(str(folder))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(ids)
-    out = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        out.append(int(generator.get_next_tokens()[0]))
-    return out
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

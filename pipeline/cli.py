@@ -26,16 +26,28 @@ def cli() -> None:
               help="Override a recipe value, e.g. --set model.source=./ckpt (repeatable).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: artifacts/<name>). Replaced whole on success.")
-def build(recipe: Path, overrides: tuple[str, ...], output: Path | None) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="PIPELINE_CACHE_DIR", show_envvar=True,
+              help="Pass cache (default: ~/.cache/model-pipeline).")
+@click.option("--force", is_flag=True, help="Rerun every pass and replace its cache entry.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the pass cache.")
+@click.option("--locked", is_flag=True,
+              help="Refuse to build if the result would differ from the lock (--lock, default <output>/build.lock.json).")
+@click.option("--lock", "lock_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The lock file --locked checks against, e.g. a committed copy of build.lock.json.")
+def build(recipe: Path, overrides: tuple[str, ...], output: Path | None, cache_dir: Path | None, force: bool,
+          no_cache: bool, locked: bool, lock_file: Path | None) -> None:
     """Build RECIPE into a Foundry Local-ready folder."""
+    from pipeline.cache import Cache
     from pipeline.recipe import load_recipe
     from pipeline.runner import build as run_build
 
     loaded = load_recipe(recipe, list(overrides))
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
-    result = run_build(loaded, output=output)
-    click.echo(f"built {result.folder}")
+    result = run_build(loaded, output=output, cache=Cache(cache_dir), use_cache=not no_cache, force=force,
+                       locked=locked or lock_file is not None, lock_file=lock_file)
+    click.echo(f"{'up to date' if result.up_to_date else 'built'} {result.folder}")
 
 
 @cli.command()
@@ -83,6 +95,81 @@ def chat(folder: Path, prompt: str, system: str | None, max_tokens: int, greedy:
     for piece in run_chat(folder, prompt, system=system, max_tokens=max_tokens, greedy=greedy):
         click.echo(piece, nl=False)
     click.echo()
+
+
+@cli.group()
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="PIPELINE_CACHE_DIR", show_envvar=True,
+              help="Pass cache (default: ~/.cache/model-pipeline).")
+@click.pass_context
+def cache(ctx: click.Context, cache_dir: Path | None) -> None:
+    """Inspect and maintain the pass cache."""
+    from pipeline.cache import Cache
+
+    ctx.obj = Cache(cache_dir)
+
+
+@cache.command("ls")
+@click.pass_obj
+def cache_ls(store) -> None:
+    """One line per entry: key, pass, size, last used, what it was made from."""
+    import datetime
+
+    from pipeline.cache import human
+
+    for entry in sorted(store.entries(), key=lambda e: e.last_used, reverse=True):
+        parts = entry.record.get("key_parts", {})
+        params = " ".join(f"{k}={v}" for k, v in parts.get("params", {}).items() if v not in (None, {}, []))
+        used = datetime.datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{entry.key[:12]}  {entry.record.get('pass', '?'):<14} {human(entry.size):>8}  {used}  {params}")
+
+
+@cache.command("du")
+@click.pass_obj
+def cache_du(store) -> None:
+    """Total size of the cache."""
+    from pipeline.cache import human
+
+    entries = store.entries()
+    click.echo(f"{human(sum(e.size for e in entries))} in {len(entries)} entries  {store.root}")
+
+
+@cache.command("gc")
+@click.option("--max-size", required=True, metavar="SIZE", help="Keep at most this much, e.g. 20G (least recently used go first).")
+@click.pass_obj
+def cache_gc(store, max_size: str) -> None:
+    """Remove least recently used entries until the cache fits in SIZE."""
+    from pipeline.cache import human, parse_size
+
+    removed = store.gc(parse_size(max_size))
+    for entry in removed:
+        click.echo(f"removed {entry.key[:12]} {entry.record.get('pass', '?')} ({human(entry.size)})")
+    click.echo(f"freed {human(sum(e.size for e in removed))}")
+
+
+@cache.command("rm")
+@click.argument("keys", nargs=-1, required=True)
+@click.pass_obj
+def cache_rm(store, keys: tuple[str, ...]) -> None:
+    """Remove entries by key (or an unambiguous prefix, as `cache ls` prints)."""
+    for prefix in keys:
+        key = store.resolve_key(prefix)
+        with store.lock(key):
+            store.remove(key)
+        click.echo(f"removed {key[:12]}")
+
+
+@cache.command("verify")
+@click.pass_obj
+def cache_verify(store) -> None:
+    """Re-hash every cached file; drop entries that do not match (they are rebuilt when needed)."""
+    entries = store.entries()
+    problems = store.verify()
+    for line in problems:
+        click.echo(f"damaged: {line}", err=True)
+    click.echo(f"verified {len(entries)} entries, {len(problems)} damaged")
+    if problems:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

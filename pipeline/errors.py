@@ -42,3 +42,11 @@ class PackageError(PipelineError):
 
 class OutputError(PipelineError):
     """The artifact folder cannot be written or read."""
+
+
+class CacheError(PipelineError):
+    """The pass cache cannot be used (unwritable folder, unknown key, bad size)."""
+
+
+class LockMismatchError(PipelineError):
+    """`build --locked`: the build would differ from the lock it is held to."""

@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    # One private pass cache per test session (CLI subprocesses inherit it), never the user's.
+    import tempfile
+
+    config._pipeline_cache = tempfile.mkdtemp(prefix="pipeline-test-cache-")
+    os.environ["PIPELINE_CACHE_DIR"] = config._pipeline_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_pipeline_cache", ""), ignore_errors=True)
 TINY_MODEL = REPO / "models" / "tiny-qwen2-chat"
 PRECISIONS = ("int4", "int8", "fp32")
 

@@ -24,11 +24,14 @@ class Artifact:
 
 @dataclass
 class Context:
-    """What a pass may use besides its input: the target, a private scratch folder, a logger."""
+    """What a pass may use besides its input: the target, a private scratch folder (on the cache's
+    filesystem, so the output can be moved into the cache), a folder for logs that outlive a
+    failed run, and a progress logger."""
 
     target: dict[str, str]
     model: dict[str, Any]
     workdir: Path
+    logdir: Path
     log: Callable[[str], None]
 
 

@@ -50,7 +50,8 @@ def _flag(value: object) -> str:
 def model_builder(artifact: Artifact, config: dict, ctx: Context) -> Artifact:
     out = ctx.workdir / "out"
     cmd = builder_command(artifact.path, out, config, ctx)
-    log_path = ctx.workdir / "model-builder.log"
+    ctx.logdir.mkdir(parents=True, exist_ok=True)
+    log_path = ctx.logdir / f"model-builder-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
                PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     rc, tail = _run_logged(cmd, env, log_path, ctx)
@@ -59,8 +60,8 @@ def model_builder(artifact: Artifact, config: dict, ctx: Context) -> Artifact:
                         f"\n  full log: {log_path}")
     if not (out / "genai_config.json").is_file():
         raise PassError("model-builder", f"the builder finished but wrote no genai_config.json; full log: {log_path}")
-    return Artifact(out, "onnx-genai", {"precision": config["precision"], "command": cmd,
-                                        "log": str(log_path)})
+    log_path.unlink(missing_ok=True)  # kept only to explain failures
+    return Artifact(out, "onnx-genai", {"precision": config["precision"], "command": cmd})
 
 
 def _run_logged(cmd: list[str], env: dict, log_path: Path, ctx: Context) -> tuple[int, list[str]]:

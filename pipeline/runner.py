@@ -430,7 +430,7 @@ def _recover(out: Path, log) -> None:
         return
     for leftover in out.parent.glob(f".{out.name}.*"):
         parts = leftover.name[len(out.name) + 2:].split("-")
-        if len(parts) < 2 or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) < 2 or parts[0] not in ("partial", "old") or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
         if parts[0] == "old" and not out.exists():
             os.rename(leftover, out)

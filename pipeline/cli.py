@@ -97,6 +97,66 @@ def chat(folder: Path, prompt: str, system: str | None, max_tokens: int, greedy:
     click.echo()
 
 
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--runtime", default="foundry-local", show_default=True,
+              help="The runtime the folder must load in.")
+def check(folder: Path, runtime: str) -> None:
+    """Check FOLDER has what the runtime needs: files, hashes, config keys, IR, tokenizer, template, name."""
+    from pipeline.check import check_folder
+
+    report = check_folder(folder, runtime)
+    for finding in report.findings:
+        click.echo(f"{finding.level}: {finding.check}: {finding.message}", err=finding.level == "error")
+    errors = sum(f.level == "error" for f in report.findings)
+    click.echo(f"{folder}: {'ok' if report.ok else 'FAILED'} for {runtime} "
+               f"({len(report.checked)} checks, {errors} errors, {len(report.findings) - errors} warnings)")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--foundry-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="FOUNDRY_CACHE_DIR", show_envvar=True,
+              help="Foundry Local's model cache (default: ~/.foundry/cache/models).")
+def install(folder: Path, foundry_cache: Path | None) -> None:
+    """Install a checked FOLDER into Foundry Local's cache under a new versioned Name."""
+    from pipeline.release import install as run_install
+
+    dest, name = run_install(folder, foundry_cache)
+    click.echo(f"installed {dest}")
+    click.echo(f"run it with: foundry model run {name}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--to", "to", required=True, metavar="DIR|hf://ORG/NAME",
+              help="A directory to write the release into, or a Hugging Face repo.")
+@click.option("--archive", is_flag=True, help="Also write <name>.tar.gz (and its .sha256) beside the release.")
+@click.option("--force", is_flag=True, help="Replace an existing release of the same name.")
+def publish(folder: Path, to: str, archive: bool, force: bool) -> None:
+    """Publish a checked FOLDER: the files, manifest.json (sha256 + size of each) and a model card."""
+    from pipeline.release import publish as run_publish
+
+    for written in run_publish(folder, to, archive=archive, force=force):
+        click.echo(f"wrote {written}")
+
+
+@cli.command()
+@click.argument("release", type=click.Path(path_type=Path))
+def verify(release: Path) -> None:
+    """Verify a RELEASE folder (or its .tar.gz) against its manifest.json."""
+    from pipeline.release import verify_release
+
+    problems = verify_release(release)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(f"{release}: {'ok' if not problems else f'{len(problems)} problems'}")
+    if problems:
+        raise SystemExit(1)
+
+
 @cli.group()
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               envvar="PIPELINE_CACHE_DIR", show_envvar=True,

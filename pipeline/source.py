@@ -15,7 +15,8 @@ from pipeline.errors import SourceError
 
 # What the builder reads; everything else in a hub repo (other weight formats, ONNX exports,
 # images) would only cost download time.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py",
+                 "README.md", "LICENSE*"]  # the model card and licence, for published model cards
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -28,6 +29,10 @@ class ResolvedSource:
     source: str
     revision: str | None
     commit: str | None  # the hub commit the revision resolved to
+
+    @property
+    def license(self) -> str | None:
+        return detect_license(self.path)
 
     def record(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "revision": self.revision, "commit": self.commit,
@@ -75,3 +80,25 @@ def _resolve_hub(repo_id: str, revision: str | None, trust_remote_code: bool, lo
         raise SourceError(f"model.source: {where} has no config.json; is it a transformers model repo?")
     commit = folder.name if _COMMIT.match(folder.name) else None
     return ResolvedSource(folder, "hub", repo_id, revision, commit)
+
+
+def detect_license(folder: Path) -> str | None:
+    """The model's licence as its card states it (`license:` in README.md's front matter, with
+    `license_name` for "other"), else the first line of a LICENSE file; None if neither says."""
+    readme = folder / "README.md"
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            front = text[3:].split("\n---", 1)[0]
+            fields = dict(re.findall(r"^(license(?:_name)?):\s*['\"]?([^'\"\n]+?)['\"]?\s*$", front, re.MULTILINE))
+            if fields.get("license"):
+                if fields["license"] == "other" and fields.get("license_name"):
+                    return fields["license_name"]
+                return fields["license"]
+    for name in ("LICENSE", "LICENSE.txt", "LICENSE.md"):
+        path = folder / name
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.strip():
+                    return line.strip()[:120]
+    return None

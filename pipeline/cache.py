@@ -183,8 +183,7 @@ class Cache:
             (staging / "entry.json").write_text(json.dumps(full, indent=1, sort_keys=True), encoding="utf-8")
             crashpoint("cache-store")
             target = self.entries_dir / key
-            if target.exists():
-                shutil.rmtree(target)  # --force replaces; under the key lock nobody reads it now
+            self.remove(key)  # --force replaces; renamed away first, as readers need not hold the lock
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -243,7 +242,7 @@ class Cache:
 
     def resolve_key(self, prefix: str) -> str:
         """The full key an unambiguous prefix (as `cache ls` prints) stands for."""
-        matches = [e.key for e in self.entries() if e.key.startswith(prefix)]
+        matches = [e.key for e in self.entries() if prefix and e.key.startswith(prefix)]
         if len(matches) != 1:
             raise CacheError(f"{'no' if not matches else 'more than one'} cache entry matches {prefix!r}; "
                              "see `pipeline cache ls`")

@@ -352,6 +352,7 @@ def _validate(data: dict, source_dir: Path, label: str | None, file: Path | None
     _check_passes(data, problems)
     _check_source(data, source_dir, problems, warnings)
     _check_foundry_name(data, problems)
+    _check_foundry_template(data, problems)
     if problems:
         ordered = sorted(set(problems), key=lambda p: (_path_sort_key(p[0]), p[1]))
         raise RecipeError([text for _, text in ordered], source=label)
@@ -519,6 +520,17 @@ def _check_foundry_name(data: dict, problems: list) -> None:
                          f"package.foundry_local.name: '{name}' ends in -{suffix}, so Foundry Local would "
                          f"require {FOUNDRY_SUFFIX_NEEDS[suffix]}, but this build targets execution_provider "
                          f"'{provider}'; end the name with -{want}"))
+
+
+def _check_foundry_template(data: dict, problems: list) -> None:
+    package = data.get("package")
+    foundry = package.get("foundry_local") if isinstance(package, dict) else None
+    if not isinstance(foundry, dict) or "template_family" not in foundry:
+        return
+    if isinstance(foundry.get("prompt_template"), dict):
+        problems.append((("package", "foundry_local", "template_family"),
+                         "package.foundry_local.template_family: give either prompt_template (the four strings) "
+                         "or template_family (a chat template for a tokenizer that has none), not both"))
 
 
 def _with_defaults(data: dict, source_dir: Path) -> dict:

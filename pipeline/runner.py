@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import shutil
@@ -62,7 +63,7 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
     lock (`lock_file`, default the output's build.lock.json): any difference is refused before
     work starts where it can be known, and after the passes otherwise. A build that would change
     nothing leaves the folder alone."""
-    from pipeline.packaging.foundry import default_name, package, plan_prompt
+    from pipeline.packaging.foundry import adapt_genai_config, default_name, package, plan_prompt
     from pipeline.passes import Artifact, Context, get_pass
     from pipeline.source import resolve_source
 
@@ -71,6 +72,8 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
     out = Path(output) if output is not None else Path(artifacts_dir) / recipe.name
     _check_output(out)
     _recover(out, log)
+    if use_cache:
+        cache.sweep()  # a killed build's work in the cache's tmp/, even when no pass runs now
     passes = [(get_pass(p["type"]), p) for p in recipe.passes]  # unknown pass: fail before any work
     steps = len(passes) + 2
     lock_path = Path(lock_file) if lock_file else out / BUILD_LOCK
@@ -84,7 +87,8 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
     t = time.monotonic()
     src = resolve_source(recipe.model, log=lambda m: log(f"      {m}"))
     foundry = recipe.package.get("foundry_local") or {}
-    plan = plan_prompt(src.path, foundry.get("prompt_template", "auto"))
+    plan = plan_prompt(src.path, foundry.get("prompt_template", "auto"),
+                       template_family=foundry.get("template_family"))
     precision = next((p["precision"] for p in recipe.passes if "precision" in p), "model")
     name = foundry.get("name") or default_name(src.source, precision, recipe.target["execution_provider"])
     source = _source_record(src, cache if use_cache else None)
@@ -183,6 +187,9 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
         folder = stage / "folder"
         _materialise(artifact.path, folder, link=use_cache)
         package(folder, src.path, name, plan)
+        adapted = adapt_genai_config(folder)
+        if adapted:
+            log(f"      genai_config.json: removed {', '.join(adapted)} (unknown to Foundry Local's runtime)")
         log(f"[{steps}/{steps}] package           {time.monotonic() - t:6.1f}s  Foundry Local name {name}")
         final_files = _folder_files(folder, records[-1]["output"]["files"], artifact.path)
         lock = {**head, "passes": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records],
@@ -193,9 +200,11 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
             "recipe": recipe.data,
             "recipe_path": str(recipe.path) if recipe.path else None,
             "recipe_digest": head["recipe_digest"],
-            "source": {k: v for k, v in source.items() if k != "files"} | {"path": str(src.path)},
+            "source": {k: v for k, v in source.items() if k != "files"} | {"path": str(src.path),
+                                                                          "license": src.license},
             "foundry_local": {"name": name, "prompt_template_origin": plan.origin,
-                              "prompt_template_exact": plan.exact, "notes": list(plan.notes)},
+                              "prompt_template_exact": plan.exact, "notes": list(plan.notes),
+                              "genai_config_removed": adapted},
             "tools": tool_versions(TOOLS),
             "passes": [{"type": r["type"], "version": r["version"], "key": r["key"], "params": r["params"],
                         "seconds": r["_seconds"], "ran": r["_ran"] is not None, "reason": r["_ran"],
@@ -443,8 +452,12 @@ def _swap_into_place(folder: Path, out: Path) -> None:
     """Make `folder` the new `out` in one step where the OS allows (Linux renameat2 EXCHANGE);
     else move the old one aside first (restored by _recover if we die in between)."""
     if not out.exists():
-        os.rename(folder, out)
-        return
+        try:
+            os.rename(folder, out)
+            return
+        except OSError as e:  # another build of this output swapped its folder in first
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     if _exchange(folder, out):
         shutil.rmtree(folder, ignore_errors=True)  # now holds the old build
         return

@@ -6,6 +6,29 @@
 The folder is what `AutoModelForCausalLM.from_pretrained` and the onnxruntime-genai model
 builder expect from a Hugging Face checkpoint. The weights are random: the model is only good
 for testing the pipeline (export, quantization, packaging, greedy parity), never for text.
+
+Each family imitates one real model's chat side: its chat template byte for byte, its special
+tokens, which of them the tokenizer treats as bos/eos/pad/unk, and whether its tokenizer adds bos
+when encoding (tokenizer_config.json add_bos_token and the tokenizer.json post-processor). The
+vocabulary itself is always our small byte-level BPE, and the architecture is the real one where
+the onnxruntime-genai builder builds it at this size.
+
+Chat templates under pipeline/data/chat_templates/, copied by program (never retyped) from:
+- qwen2.5-instruct.jinja: Qwen/Qwen2.5-7B-Instruct, ggml-org/llama.cpp
+  models/templates/Qwen-Qwen2.5-7B-Instruct.jinja.
+- chatml.jinja, phi3.jinja, phi4-mini.jinja, llama3.jinja, mistral-v0.2.jinja, gemma.jinja,
+  deepseek-r1.jinja: see pipeline.packaging.templates.TEMPLATE_FAMILIES (model and source).
+- smollm3.jinja: HuggingFaceTB/SmolLM3-3B, microsoft/onnxruntime-extensions (at
+  319f8d2c02c4e2f013129bea52e70e75ba79bbcf) test/data/v5/smollm3/chat_template.jinja.
+- phi-3-mini-4k-instruct.jinja: microsoft/Phi-3-mini-4k-instruct, onnxruntime-extensions
+  test/data/phi-3-mini/tokenizer_config.json "chat_template" (equal to the copy guidance-ai/guidance
+  records, tests/data/chat_templates/).
+- llama-3.1-instruct.jinja: meta-llama/Llama-3.1-8B-Instruct, ggml-org/llama.cpp
+  models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja.
+- gemma-2-it.jinja: google/gemma-2-2b-it, ggml-org/llama.cpp models/templates/google-gemma-2-2b-it.jinja
+  (equal to onnxruntime-extensions test/data/gemma/tokenizer_config.json "chat_template").
+The llama.cpp files were read from its fork ye-NX/llama.cpp at 1eeb523c3e0c7ffbd59469f5463dcbdecba3535e;
+llama.cpp writes them with scripts/get_chat_template.py from the Hugging Face repositories.
 """
 
 from __future__ import annotations
@@ -34,17 +57,39 @@ class Family:
     model_class: str
     tokenizer_class: str  # the class the real model's tokenizer_config.json names
     special_tokens: tuple[str, ...]  # appended after the BPE vocabulary, in this order
-    bos_token: str | None  # what the tokenizer adds in front (None: nothing)
+    bos_token: str | None  # the tokenizer's bos_token (None: it has none)
     config_bos: str  # config.json's bos_token_id, which need not be added by the tokenizer
     eos_token: str  # the end of an assistant turn
-    pad_token: str
+    pad_token: str | None
     generation_eos: tuple[str, ...]  # every token that ends generation (generation_config)
     chat_template: str  # file name under pipeline/data/chat_templates/
     pretokenize_regex: str
+    model: str = ""  # the Hugging Face model whose tokenizer and template this imitates
+    unk_token: str | None = None
+    added_tokens: tuple[str, ...] = ()  # non-special added tokens (e.g. <think>), after special_tokens
+    add_bos_token: bool | None = False  # tokenizer_config.json's add_bos_token; None: key absent
+    post_processor_bos: bool = False  # tokenizer.json's post-processor prepends bos_token
+    tokenizer_config_extra: tuple[tuple[str, object], ...] = ()
+    config_extra: tuple[tuple[str, object], ...] = ()  # config.json values beyond SHAPE
+    config_token_ids: tuple[tuple[str, str], ...] = ()  # config.json ids given as tokens
 
+
+QWEN_TOKENIZER_CONFIG = (("add_prefix_space", False), ("errors", "replace"), ("split_special_tokens", False))
+LLAMA3_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                 "<|eot_id|>", "<|eom_id|>", "<|python_tag|>")
+PHI3_TOKENS = ("<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>")
+GEMMA_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
+# Gemma's tokenizer_config.json names GemmaTokenizer, which transformers 5 rebuilds from the vocabulary
+# as SentencePiece-style BPE; ours is byte-level, so the Gemma families name the generic class.
+# Gemma 2/3 need an explicit head_dim (their default is 256) and attention scaling to match it.
+# Their sliding window must fit the KV cache of a short generation (the runtime checks).
+GEMMA_SHAPE = (("head_dim", 32), ("query_pre_attn_scalar", 32), ("sliding_window", 16))
+# Phi-3 with max_position_embeddings != original_max_position_embeddings is LongRoPE; keep it plain.
+PHI3_SHAPE = (("original_max_position_embeddings", 512),)
 
 FAMILIES: dict[str, Family] = {
     "qwen2": Family(
+        model="Qwen/Qwen2.5-0.5B-Instruct",
         config_class="Qwen2Config",
         model_class="Qwen2ForCausalLM",
         tokenizer_class="Qwen2Tokenizer",
@@ -56,6 +101,200 @@ FAMILIES: dict[str, Family] = {
         generation_eos=("<|im_end|>", "<|endoftext|>"),
         chat_template="qwen2.5-instruct.jinja",
         pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        tokenizer_config_extra=QWEN_TOKENIZER_CONFIG,
+    ),
+    "qwen3": Family(
+        model="Qwen/Qwen3-0.6B",
+        config_class="Qwen3Config",
+        model_class="Qwen3ForCausalLM",
+        tokenizer_class="Qwen2Tokenizer",
+        special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        added_tokens=("<think>", "</think>"),  # not special in Qwen3 either
+        bos_token=None,
+        config_bos="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        generation_eos=("<|im_end|>", "<|endoftext|>"),
+        chat_template="chatml.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        tokenizer_config_extra=QWEN_TOKENIZER_CONFIG,
+        config_extra=(("head_dim", 32),),
+    ),
+    "smollm3": Family(
+        model="HuggingFaceTB/SmolLM3-3B",
+        config_class="SmolLM3Config",
+        model_class="SmolLM3ForCausalLM",
+        tokenizer_class="PreTrainedTokenizerFast",
+        special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>", "<|im_end|>"),
+        added_tokens=("<think>", "</think>"),
+        bos_token=None,  # SmolLM3's tokenizer_config.json: "bos_token": null
+        config_bos="<|begin_of_text|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        generation_eos=("<|im_end|>",),
+        chat_template="smollm3.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=None,
+        config_token_ids=(("pad_token_id", "<|im_end|>"),),
+    ),
+    "phi3": Family(
+        model="microsoft/Phi-3-mini-4k-instruct",
+        config_class="Phi3Config",
+        model_class="Phi3ForCausalLM",
+        tokenizer_class="LlamaTokenizer",
+        special_tokens=PHI3_TOKENS,
+        bos_token="<s>",  # named, but Phi-3 adds none (add_bos_token false, no bos in the post-processor)
+        config_bos="<s>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        generation_eos=("<|endoftext|>", "<|assistant|>", "<|end|>"),
+        chat_template="phi-3-mini-4k-instruct.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        config_extra=PHI3_SHAPE,
+        config_token_ids=(("pad_token_id", "<|endoftext|>"),),
+    ),
+    "phi3.5": Family(
+        model="microsoft/Phi-3.5-mini-instruct",
+        config_class="Phi3Config",
+        model_class="Phi3ForCausalLM",
+        tokenizer_class="LlamaTokenizer",
+        special_tokens=PHI3_TOKENS,
+        bos_token="<s>",
+        config_bos="<s>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        generation_eos=("<|endoftext|>", "<|assistant|>", "<|end|>"),
+        chat_template="phi3.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        config_extra=PHI3_SHAPE,
+        config_token_ids=(("pad_token_id", "<|endoftext|>"),),
+    ),
+    "phi4-mini": Family(
+        model="microsoft/Phi-4-mini-instruct",
+        config_class="Phi3Config",
+        model_class="Phi3ForCausalLM",
+        tokenizer_class="GPT2Tokenizer",
+        special_tokens=("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>",
+                        "<|/tool|>"),
+        bos_token="<|endoftext|>",  # bos, eos, pad and unk are all <|endoftext|> in Phi-4-mini
+        config_bos="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        generation_eos=("<|end|>", "<|endoftext|>"),
+        chat_template="phi4-mini.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        config_extra=PHI3_SHAPE,
+        config_token_ids=(("pad_token_id", "<|endoftext|>"),),
+    ),
+    "llama3.1": Family(
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        config_class="LlamaConfig",
+        model_class="LlamaForCausalLM",
+        tokenizer_class="PreTrainedTokenizerFast",
+        special_tokens=LLAMA3_TOKENS,
+        bos_token="<|begin_of_text|>",
+        config_bos="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token=None,
+        generation_eos=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+        chat_template="llama-3.1-instruct.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=None,  # Llama 3 says nothing; its post-processor adds <|begin_of_text|>
+        post_processor_bos=True,
+    ),
+    "llama3.2": Family(
+        model="meta-llama/Llama-3.2-1B-Instruct",
+        config_class="LlamaConfig",
+        model_class="LlamaForCausalLM",
+        tokenizer_class="PreTrainedTokenizerFast",
+        special_tokens=LLAMA3_TOKENS,
+        bos_token="<|begin_of_text|>",
+        config_bos="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token=None,
+        generation_eos=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+        chat_template="llama3.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=None,
+        post_processor_bos=True,
+    ),
+    "mistral-v0.2": Family(
+        model="mistralai/Mistral-7B-Instruct-v0.2",
+        config_class="MistralConfig",
+        model_class="MistralForCausalLM",
+        tokenizer_class="LlamaTokenizer",
+        special_tokens=("<unk>", "<s>", "</s>"),  # [INST] and [/INST] are plain text in v0.2
+        bos_token="<s>",
+        config_bos="<s>",
+        eos_token="</s>",
+        pad_token=None,
+        unk_token="<unk>",
+        generation_eos=("</s>",),
+        chat_template="mistral-v0.2.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=True,
+        post_processor_bos=True,
+        config_extra=(("sliding_window", None),),
+    ),
+    "gemma2": Family(
+        model="google/gemma-2-2b-it",
+        config_class="Gemma2Config",
+        model_class="Gemma2ForCausalLM",
+        tokenizer_class="PreTrainedTokenizerFast",  # real: GemmaTokenizer (see GEMMA_TOKENS)
+        special_tokens=GEMMA_TOKENS,
+        bos_token="<bos>",
+        config_bos="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        generation_eos=("<eos>", "<end_of_turn>"),
+        chat_template="gemma-2-it.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=True,
+        post_processor_bos=True,
+        config_extra=GEMMA_SHAPE,
+        config_token_ids=(("pad_token_id", "<pad>"),),
+    ),
+    "gemma3": Family(
+        model="google/gemma-3-1b-it",
+        # Gemma 2's architecture: the builder (0.18) fails on transformers 5's Gemma3 config
+        # (rope_parameters per layer type: KeyError 'rope_type').
+        config_class="Gemma2Config",
+        model_class="Gemma2ForCausalLM",
+        tokenizer_class="PreTrainedTokenizerFast",  # real: GemmaTokenizer (see GEMMA_TOKENS)
+        special_tokens=GEMMA_TOKENS,
+        bos_token="<bos>",
+        config_bos="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        generation_eos=("<eos>", "<end_of_turn>"),
+        chat_template="gemma.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=True,
+        post_processor_bos=True,
+        config_extra=GEMMA_SHAPE,
+        config_token_ids=(("pad_token_id", "<pad>"),),
+    ),
+    "deepseek-r1": Family(
+        model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+        config_class="Qwen2Config",
+        model_class="Qwen2ForCausalLM",
+        tokenizer_class="LlamaTokenizerFast",
+        special_tokens=("<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>"),
+        added_tokens=("<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"),  # not special there either
+        bos_token="<｜begin▁of▁sentence｜>",
+        config_bos="<｜begin▁of▁sentence｜>",
+        eos_token="<｜end▁of▁sentence｜>",
+        pad_token="<｜end▁of▁sentence｜>",
+        generation_eos=("<｜end▁of▁sentence｜>",),
+        chat_template="deepseek-r1.jinja",
+        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
+        add_bos_token=True,
+        post_processor_bos=True,
     ),
 }
 
@@ -144,6 +383,16 @@ def train_tokenizer(fam: Family):
     tok.train_from_iterator(paragraphs, trainer)
     # Special tokens after the vocabulary, as in Qwen2 (151643, 151644, 151645 there).
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in fam.special_tokens])
+    if fam.added_tokens:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in fam.added_tokens])
+    if fam.post_processor_bos:
+        # As Llama 3, Gemma and Mistral tokenizers do: encoding with special tokens prepends bos.
+        bos = fam.bos_token
+        tok.post_processor = processors.Sequence([
+            tok.post_processor,
+            processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                          special_tokens=[(bos, tok.token_to_id(bos))]),
+        ])
     return tok
 
 
@@ -156,7 +405,7 @@ def _save_tokenizer(tok, fam: Family, out_dir: Path) -> None:
         bos_token=fam.bos_token,
         eos_token=fam.eos_token,
         pad_token=fam.pad_token,
-        unk_token=None,
+        unk_token=fam.unk_token,
         model_max_length=SHAPE["max_position_embeddings"],
         clean_up_tokenization_spaces=False,
     )
@@ -169,35 +418,33 @@ def _save_tokenizer(tok, fam: Family, out_dir: Path) -> None:
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config.pop("backend", None)
+    named = {fam.bos_token, fam.pad_token, fam.unk_token}
     config.update(
         tokenizer_class=fam.tokenizer_class,
-        add_bos_token=False,
-        add_prefix_space=False,
         bos_token=fam.bos_token,
         eos_token=fam.eos_token,
         pad_token=fam.pad_token,
-        unk_token=None,
-        errors="replace",
-        split_special_tokens=False,
-        additional_special_tokens=[t for t in fam.special_tokens if t != fam.pad_token],
+        unk_token=fam.unk_token,
+        additional_special_tokens=[t for t in fam.special_tokens if t not in named],
         chat_template=template,
+        **dict(fam.tokenizer_config_extra),
     )
+    config.pop("add_bos_token", None)
+    if fam.add_bos_token is not None:
+        config["add_bos_token"] = fam.add_bos_token
     _write_json(config_path, config)
-    _write_json(
-        out_dir / "special_tokens_map.json",
-        {
-            "additional_special_tokens": config["additional_special_tokens"],
-            "eos_token": fam.eos_token,
-            "pad_token": fam.pad_token,
-        },
-    )
+    tokens_map = {"additional_special_tokens": config["additional_special_tokens"]}
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        if getattr(fam, key) is not None:
+            tokens_map[key] = getattr(fam, key)
+    _write_json(out_dir / "special_tokens_map.json", tokens_map)
 
 
 def _save_model(fam: Family, tok, seed: int, out_dir: Path) -> None:
     import torch
     import transformers
 
-    ids = {t: tok.token_to_id(t) for t in fam.special_tokens}
+    ids = {t: tok.token_to_id(t) for t in fam.special_tokens + fam.added_tokens}
     config = getattr(transformers, fam.config_class)(
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
         **SHAPE,
@@ -205,13 +452,15 @@ def _save_model(fam: Family, tok, seed: int, out_dir: Path) -> None:
         tie_word_embeddings=False,
         bos_token_id=ids[fam.config_bos],
         eos_token_id=ids[fam.eos_token],
+        **dict(fam.config_extra),
+        **{key: ids[token] for key, token in fam.config_token_ids},
     )
     torch.manual_seed(seed)
     model = getattr(transformers, fam.model_class)(config).to(torch.float32).eval()
     model.generation_config = transformers.GenerationConfig(
         bos_token_id=config.bos_token_id,
         eos_token_id=[ids[t] for t in fam.generation_eos],
-        pad_token_id=ids[fam.pad_token],
+        pad_token_id=ids[fam.pad_token] if fam.pad_token else None,
     )
     model.save_pretrained(out_dir)  # config.json, generation_config.json, model.safetensors
 

@@ -175,7 +175,7 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
                 + ("ran" if why else "cached") + "  "
                 + " ".join(f"{k}={v}" for k, v in params.items() if v not in (None, {}, [])))
             records.append({"type": registered.name, "version": registered.version, "key": key,
-                            "params": params, "target": recipe.target, "input": {"digest": input_digest},
+                            "params": params, "target": _pass_target(recipe), "input": {"digest": input_digest},
                             "output": {"digest": output_digest, "files": files}, "tools": tools,
                             "_seconds": round(seconds, 3), "_ran": why, "_command": command})
             input_digest = output_digest
@@ -215,6 +215,9 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
         }
         (folder / BUILD_LOCK).write_text(json.dumps(lock, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if recipe.target.get("runtime"):
+            info["check"] = _check_for_runtime(folder, recipe.target["runtime"], log)
+            (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         crashpoint("staged")
         _swap_into_place(folder, out)
     finally:
@@ -224,14 +227,37 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
     return BuildResult(out, name, info, ran=tuple(ran))
 
 
+def _check_for_runtime(folder: Path, runtime: str, log) -> dict[str, Any]:
+    """Hold the staged folder to `runtime` (target.runtime) before it replaces the output."""
+    from pipeline.check import check_folder
+    from pipeline.errors import PackageError
+
+    t = time.monotonic()
+    report = check_folder(folder, runtime)
+    errors = [f"{f.check}: {f.message}" for f in report.findings if f.level == "error"]
+    warnings = [f"{f.check}: {f.message}" for f in report.findings if f.level != "error"]
+    for warning in warnings:
+        log(f"      check: warning: {warning}")
+    if errors:
+        raise PackageError(f"the built folder would fail in {runtime}, so the output was left as it was:\n"
+                           + "\n".join(f"  - {e}" for e in errors))
+    log(f"      check: ok for {runtime} ({len(report.checked)} checks, {time.monotonic() - t:.1f}s)")
+    return {"runtime": runtime, "ok": True, "checked": list(report.checked), "warnings": warnings}
+
+
 # -- keys, locks and reasons ---------------------------------------------------------------------
 
 def _key_parts(registered, params: dict, recipe: Recipe, input_digest: str, tools: dict) -> dict[str, Any]:
     """Everything that shapes a pass's output. Paths are left out: moving a model folder or the
     checkout does not change what the pass makes."""
     return {"pass": registered.name, "version": registered.version, "params": params,
-            "target": recipe.target, "trust_remote_code": bool(recipe.model.get("trust_remote_code")),
+            "target": _pass_target(recipe), "trust_remote_code": bool(recipe.model.get("trust_remote_code")),
             "input": input_digest, "tools": tools}
+
+
+def _pass_target(recipe: Recipe) -> dict[str, str]:
+    # target.runtime only decides what the finished folder is checked against.
+    return {k: recipe.target[k] for k in ("device", "execution_provider")}
 
 
 def _plan_keys(passes, recipe: Recipe, source_digest: str, tools: dict,

@@ -608,3 +608,41 @@ def test_derivation_does_not_need_a_folder():
     # The family registry and derivation work on template text alone.
     result = derive_prompt_template(family_chat_template("phi4-mini"), {"eos_token": "<|endoftext|>"})
     assert result.exact and result.template == expected_template("phi4-mini")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PIPELINE_FOUNDRY_PYTHON"), reason="needs PIPELINE_FOUNDRY_PYTHON (make test)")
+@pytest.mark.parametrize("family", BUILT)
+def test_built_family_passes_check_in_the_foundry_runtime(built_family, family):
+    """Sliding-window (Gemma 2) and reasoning-token (DeepSeek-R1) builds load in ORT GenAI 0.14.1."""
+    from pipeline.check import check_folder
+
+    report = check_folder(built_family(family).folder, "foundry-local")
+    assert report.ok, [f"{f.check}: {f.message}" for f in report.findings if f.level == "error"]
+    assert "session" in report.checked
+
+
+@pytest.mark.slow
+def test_target_runtime_refuses_a_folder_that_runtime_would_reject(family_model, tmp_path):
+    """target.runtime: foundry-local checks the staged folder; a failing one never replaces the output."""
+    from pipeline.errors import PackageError
+    from pipeline.recipe import recipe_from_dict
+    from pipeline.runner import build
+
+    def recipe(**builder_options):
+        data = tiny_recipe("int4", family_model("gemma2")) | {"name": "gemma2-checked"}
+        data["target"]["runtime"] = "foundry-local"
+        data["passes"][0]["extra_options"] = builder_options
+        return recipe_from_dict(data)
+
+    out = tmp_path / "out"
+    good = build(recipe(), output=out, log=lambda m: None)
+    assert good.info["check"]["ok"] and "genai-config-keys" in good.info["check"]["checked"]
+    before = (out / "build.lock.json").read_text()
+
+    # The 0.18 builder's windowed KV cache for sliding-window layers: Foundry's runtime refuses it.
+    with pytest.raises(PackageError) as err:
+        build(recipe(windowed_kv_cache=True), output=out, log=lambda m: None)
+    assert "would fail in foundry-local" in str(err.value) and "cache_slack" in str(err.value)
+    assert (out / "build.lock.json").read_text() == before, "a refused build must leave the output alone"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

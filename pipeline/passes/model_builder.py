@@ -29,7 +29,11 @@ _HEARTBEAT_S = 15.0
 def builder_command(src: Path, out: Path, config: dict, ctx: Context) -> list[str]:
     """The exact builder command line for this pass (recorded in build.json)."""
     options: dict[str, object] = {"hf_token": "false",
-                                  "hf_remote": "true" if ctx.model.get("trust_remote_code") else "false"}
+                                  "hf_remote": "true" if ctx.model.get("trust_remote_code") else "false",
+                                  # The window-sized KV cache 0.18 writes for sliding-window layers
+                                  # (cache_slack, GQA sliding_window_cache) does not load in Foundry
+                                  # Local's runtime; the full-size cache computes the same thing.
+                                  "windowed_kv_cache": "false"}
     if config["precision"] == "int4":
         for ours, theirs in _INT4_OPTIONS.items():
             if config.get(ours) is not None:
@@ -46,7 +50,7 @@ def _flag(value: object) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-@register("model-builder", version="1", consumes="hf-model", produces="onnx-genai")
+@register("model-builder", version="2", consumes="hf-model", produces="onnx-genai")
 def model_builder(artifact: Artifact, config: dict, ctx: Context) -> Artifact:
     out = ctx.workdir / "out"
     cmd = builder_command(artifact.path, out, config, ctx)

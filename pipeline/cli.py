@@ -97,6 +97,73 @@ def chat(folder: Path, prompt: str, system: str | None, max_tokens: int, greedy:
     click.echo()
 
 
+@cli.command("eval")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The Hugging Face model folder to compare with (default: the one build.json records).")
+@click.option("--text", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Text for perplexity and parity (default: the held-out text shipped with the package).")
+@click.option("--window", default=256, show_default=True, type=click.IntRange(16), help="Tokens per window.")
+@click.option("--stride", default=128, show_default=True, type=click.IntRange(1), help="Tokens each window moves.")
+@click.option("--no-speed", is_flag=True, help="Skip the speed measurement.")
+@click.option("--check", "checks", multiple=True, metavar="NAME=THRESHOLD",
+              help="A quality gate, e.g. --check max_perplexity_increase_pct=3 (repeatable); exit 3 if one fails.")
+@click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write metrics.json per folder, report.md and report.png (quality against size) here.")
+def eval_(folders: tuple[Path, ...], source: Path | None, text: Path | None, window: int, stride: int,
+          no_speed: bool, checks: tuple[str, ...], report: Path | None) -> None:
+    """Measure built FOLDERS: perplexity and parity against the source model, speed, size."""
+    import json
+
+    from pipeline.errors import QualityGateError
+    from pipeline.evaluate import CHECKS, apply_checks, evaluate, source_from_build
+    from pipeline.report import render_markdown, write_report
+
+    thresholds = _parse_checks(checks, CHECKS)
+    if stride > window:
+        raise click.BadParameter(f"{stride} is more than --window {window}", param_hint="--stride")
+    results, failures = [], []
+    for folder in folders:
+        click.echo(f"evaluating {folder}", err=True)
+        metrics = evaluate(folder, source or source_from_build(folder),
+                           text=text.read_text(encoding="utf-8") if text else None, window=window, stride=stride,
+                           speed=not no_speed, log=lambda m: click.echo(f"  {m}", err=True))
+        results.append(metrics)
+        for result in apply_checks(metrics, thresholds):
+            click.echo(f"  check {'passed' if result.passed else 'FAILED'}: {result.message}", err=True)
+            if not result.passed:
+                failures.append(f"{folder}: {result.message}")
+        if report:
+            report.mkdir(parents=True, exist_ok=True)
+            (report / f"{Path(folder).name}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    click.echo(render_markdown(results, "Evaluation", image=None))
+    if report:
+        for path in write_report(results, report):
+            click.echo(f"wrote {path}", err=True)
+    if failures:
+        raise QualityGateError("quality check failed: " + "; ".join(failures))
+
+
+def _parse_checks(pairs: tuple[str, ...], known: dict) -> dict[str, float]:
+    import difflib
+
+    thresholds = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: expected NAME=THRESHOLD, e.g. max_perplexity_increase_pct=3",
+                                     param_hint="--check")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise click.BadParameter(f"unknown check {name!r}; {hint}", param_hint="--check")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r}: {value!r} is not a number", param_hint="--check") from None
+    return thresholds
+
+
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--runtime", default="foundry-local", show_default=True,

@@ -50,3 +50,9 @@ class CacheError(PipelineError):
 
 class LockMismatchError(PipelineError):
     """`build --locked`: the build would differ from the lock it is held to."""
+
+
+class QualityGateError(PipelineError):
+    """A recipe `checks:` threshold was not met: the build is rejected with its own exit code."""
+
+    exit_code = 3

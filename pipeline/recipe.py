@@ -351,6 +351,7 @@ def _validate(data: dict, source_dir: Path, label: str | None, file: Path | None
     _check_target(data, problems)
     _check_passes(data, problems)
     _check_source(data, source_dir, problems, warnings)
+    _check_eval_text(data, source_dir, problems)
     _check_foundry_name(data, problems)
     _check_foundry_template(data, problems)
     if problems:
@@ -439,6 +440,16 @@ def _check_passes(data: dict, problems: list) -> None:
                                         f"(first at passes[{builders[0]}]); keep one"))
     for i in builders:
         _check_builder_pass(i, passes[i], provider, problems)
+    evaluations = [i for i, t in enumerate(types) if t == "evaluate"]
+    for i in evaluations:
+        step = passes[i]
+        window, stride = step.get("window", 256), step.get("stride", 128)
+        if isinstance(window, int) and isinstance(stride, int) and stride > window:
+            problems.append((("passes", i, "stride"), f"passes[{i}].stride: {stride} is more than window {window}; "
+                                                      "tokens between windows would never be scored"))
+    if isinstance(data.get("checks"), dict) and data["checks"] and not evaluations:
+        problems.append((("checks",), "checks: nothing measures them; add `- type: evaluate` after model-builder "
+                                      "in passes"))
 
 
 def _check_builder_pass(i: int, step: dict, provider: str | None, problems: list) -> None:
@@ -470,6 +481,16 @@ def _check_builder_pass(i: int, step: dict, provider: str | None, problems: list
             hint = (f"did you mean '{close}'?" if close else
                     "see `python -m onnxruntime_genai.models.builder --help` for the options")
             problems.append((where, f"{_format_path(where)}: not a model-builder option; {hint}"))
+
+
+def _check_eval_text(data: dict, source_dir: Path, problems: list) -> None:
+    passes = data.get("passes") if isinstance(data.get("passes"), list) else []
+    for i, step in enumerate(passes):
+        if isinstance(step, dict) and step.get("type") == "evaluate" and isinstance(step.get("text"), str):
+            path = _local_path(step["text"], source_dir)
+            if not path.is_file():
+                problems.append((("passes", i, "text"), f"passes[{i}].text: file {path} does not exist; give a text "
+                                                        "file (relative to the recipe) or leave it out for the default"))
 
 
 def _check_source(data: dict, source_dir: Path, problems: list, warnings: list) -> None:
@@ -548,6 +569,8 @@ def _with_defaults(data: dict, source_dir: Path) -> dict:
                 for key, default in INT4_DEFAULTS.items():
                     step.setdefault(key, default)
             step.setdefault("extra_options", {})
+        elif step["type"] == "evaluate" and step.get("text"):
+            step["text"] = str(_local_path(step["text"], source_dir))
     foundry = out.setdefault("package", {}).setdefault("foundry_local", {})
     foundry.setdefault("name", None)
     foundry.setdefault("prompt_template", "auto")

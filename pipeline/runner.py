@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.cache import Cache, crashpoint, digest_of, hash_folder, manifest_digest
+from pipeline.cache import Cache, crashpoint, digest_of, hash_folder, manifest_digest, sha256_file
 from pipeline.errors import LockMismatchError, OutputError, PipelineError
 from pipeline.recipe import Recipe
 
@@ -128,7 +128,8 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
             t = time.monotonic()
 
             def run(workdir: Path, registered=registered, params=params) -> Any:
-                ctx = Context(target=recipe.target, model=recipe.model, workdir=workdir, logdir=logdir,
+                ctx = Context(target=recipe.target, model=recipe.model, source=src.path,
+                              prompt_template=plan.template, workdir=workdir, logdir=logdir,
                               log=lambda m, n=registered.name: log(f"      {n}: {m}"))
                 result = registered.fn(artifact, params, ctx)
                 crashpoint("pass-ran")
@@ -175,7 +176,7 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
                 + ("ran" if why else "cached") + "  "
                 + " ".join(f"{k}={v}" for k, v in params.items() if v not in (None, {}, [])))
             records.append({"type": registered.name, "version": registered.version, "key": key,
-                            "params": params, "target": _pass_target(recipe), "input": {"digest": input_digest},
+                            "params": parts["params"], "target": _pass_target(recipe), "input": {"digest": input_digest},
                             "output": {"digest": output_digest, "files": files}, "tools": tools,
                             "_seconds": round(seconds, 3), "_ran": why, "_command": command})
             input_digest = output_digest
@@ -215,6 +216,9 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
         }
         (folder / BUILD_LOCK).write_text(json.dumps(lock, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if recipe.data.get("checks"):
+            info["checks"] = _quality_gates(folder, recipe.data["checks"], out, log)
+            (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if recipe.target.get("runtime"):
             info["check"] = _check_for_runtime(folder, recipe.target["runtime"], log)
             (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -225,6 +229,33 @@ def build(recipe: Recipe, output: Path | None = None, *, artifacts_dir: Path = P
     size = sum(f["size"] for f in final_files.values())
     log(f"built {out} ({size / 1e6:.1f} MB) in {time.monotonic() - started:.1f}s")
     return BuildResult(out, name, info, ran=tuple(ran))
+
+
+def _quality_gates(folder: Path, checks: dict[str, float], out: Path, log) -> list[dict[str, Any]]:
+    """Apply the recipe's `checks:` to the evaluate pass's metrics. A failure keeps the build for
+    inspection at <output>.rejected and leaves the output as it was."""
+    from pipeline.errors import QualityGateError
+    from pipeline.evaluate import apply_checks
+
+    metrics = _read_json(folder / "metrics.json") or {}
+    results = apply_checks(metrics, checks)
+    for r in results:
+        log(f"      check {'passed' if r.passed else 'FAILED'}: {r.message}")
+    recorded = [r.to_dict() for r in results]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        info = _read_json(folder / BUILD_INFO) or {}
+        info["checks"] = recorded
+        (folder / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        rejected = out.with_name(out.name + ".rejected")
+        if rejected.exists():
+            shutil.rmtree(rejected)
+        # Without inference_model.json no Foundry Local pointed at artifacts/ lists it as a model.
+        os.rename(folder / "inference_model.json", folder / "inference_model.rejected.json")
+        os.rename(folder, rejected)
+        raise QualityGateError("quality check failed: " + "; ".join(r.message for r in failed)
+                               + f". The output was not replaced; the rejected build is in {rejected}")
+    return recorded
 
 
 def _check_for_runtime(folder: Path, runtime: str, log) -> dict[str, Any]:
@@ -249,7 +280,9 @@ def _check_for_runtime(folder: Path, runtime: str, log) -> dict[str, Any]:
 
 def _key_parts(registered, params: dict, recipe: Recipe, input_digest: str, tools: dict) -> dict[str, Any]:
     """Everything that shapes a pass's output. Paths are left out: moving a model folder or the
-    checkout does not change what the pass makes."""
+    checkout does not change what the pass makes; files a parameter names count by content."""
+    params = {k: (f"sha256:{sha256_file(Path(v))}" if k in registered.file_params and v else v)
+              for k, v in params.items()}
     return {"pass": registered.name, "version": registered.version, "params": params,
             "target": _pass_target(recipe), "trust_remote_code": bool(recipe.model.get("trust_remote_code")),
             "input": input_digest, "tools": tools}

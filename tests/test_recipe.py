@@ -184,7 +184,7 @@ MALFORMED = [
      "model.revision", "expected string, got 1234 (quote it: '1234')"),
     ("no-passes", _passes(), [], "passes", "list at least one pass"),
     ("unknown-pass", _passes({"type": MB, "precision": "int4"}, {"type": "quantise"}), [],
-     "passes[1].type", "unknown pass 'quantise' (known: model-builder)"),
+     "passes[1].type", "unknown pass 'quantise' (known: model-builder, evaluate)"),
     ("unknown-pass-typo", _passes({"type": "model-bulder", "precision": "int4"}), [],
      "passes[0].type", "did you mean 'model-builder'?"),
     ("fp16-on-cpu", _set("passes.0.precision", "fp16"), [], "passes[0].precision",

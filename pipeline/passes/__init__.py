@@ -30,6 +30,8 @@ class Context:
 
     target: dict[str, str]
     model: dict[str, Any]
+    source: Path  # the resolved Hugging Face model folder (for passes that compare with it)
+    prompt_template: dict[str, str]  # the PromptTemplate packaging will write
     workdir: Path
     logdir: Path
     log: Callable[[str], None]
@@ -45,18 +47,20 @@ class RegisteredPass:
     version: str  # bump when the pass's output changes for the same input and config
     consumes: str
     produces: str
+    file_params: tuple[str, ...] = ()  # params naming files: keyed by content, not path
 
 
 _REGISTRY: dict[str, RegisteredPass] = {}
 
 
-def register(name: str, *, version: str, consumes: str, produces: str) -> Callable[[PassFn], PassFn]:
+def register(name: str, *, version: str, consumes: str, produces: str,
+             file_params: tuple[str, ...] = ()) -> Callable[[PassFn], PassFn]:
     """Register `fn` under `name`. A second registration of a name is a programming error."""
 
     def decorate(fn: PassFn) -> PassFn:
         if name in _REGISTRY:
             raise RuntimeError(f"pass {name!r} is registered twice ({_REGISTRY[name].fn.__module__} and {fn.__module__})")
-        _REGISTRY[name] = RegisteredPass(name, fn, version, consumes, produces)
+        _REGISTRY[name] = RegisteredPass(name, fn, version, consumes, produces, file_params)
         return fn
 
     return decorate

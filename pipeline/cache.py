@@ -284,6 +284,24 @@ def hash_folder(folder: Path) -> dict[str, dict[str, Any]]:
             for p in _walk(folder)}
 
 
+def link_tree(src: Path, dst: Path, *, copy_suffixes: tuple[str, ...] = ()) -> None:
+    """Lay out `src` at `dst` with hard links (no second copy of the bytes); files whose suffix
+    is in `copy_suffixes`, and any the filesystem cannot link, are copied instead."""
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix not in copy_suffixes:
+            try:
+                os.link(path, target)
+                continue
+            except OSError:
+                pass
+        shutil.copyfile(path, target)
+
+
 def _walk(folder: Path) -> list[Path]:
     # Hidden entries (.git, .cache from huggingface downloads) are not part of a model.
     return sorted(p for p in folder.rglob("*")

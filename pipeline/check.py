@@ -18,7 +18,6 @@ first; each problem becomes a Finding, so one run shows every problem:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.cache import sha256_file
 from pipeline.errors import PipelineError
 
 RUNTIMES_DIR = Path(__file__).parent / "data" / "runtimes"
@@ -300,7 +300,7 @@ def _check_hashes(ctx: _Context) -> bool | None:
         if size != meta.get("size"):
             ctx.error("hashes", f"{rel} changed since the build ({size} bytes, {recorded_in} records "
                       f"{meta.get('size')}); copy it again or rebuild")
-        elif _sha256(path) != meta.get("sha256"):
+        elif sha256_file(path) != meta.get("sha256"):
             ctx.error("hashes", f"{rel} changed since the build (its sha256 differs from {recorded_in}); copy it "
                       "again or rebuild")
     for path in sorted(p for p in ctx.folder.rglob("*") if p.is_file()):
@@ -309,14 +309,6 @@ def _check_hashes(ctx: _Context) -> bool | None:
             ctx.warn("hashes", f"{rel} is not recorded in {recorded_in} (added after the build?); remove it or "
                      "rebuild")
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # -- genai_config.json ---------------------------------------------------------------------------

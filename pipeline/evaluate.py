@@ -329,15 +329,9 @@ def _initializers(graph):
 
 
 def tool_versions() -> dict[str, str | None]:
-    from importlib import metadata
+    from pipeline.runner import tool_versions as versions_of
 
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {"python": sys.version.split()[0], **versions_of(_VERSIONED)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.cache import Cache, crashpoint, digest_of, hash_folder, manifest_digest, sha256_file
+from pipeline.cache import Cache, crashpoint, digest_of, hash_folder, link_tree, manifest_digest, sha256_file
 from pipeline.errors import LockMismatchError, OutputError, PipelineError
 from pipeline.recipe import Recipe
 
@@ -460,24 +460,12 @@ def _folder_files(folder: Path, known: dict[str, dict[str, Any]], known_dir: Pat
 
 
 def _materialise(src: Path, dst: Path, *, link: bool) -> None:
-    """Lay out `src` at `dst`: weights and models hard-linked (no second copy), text files copied;
-    copies where the filesystem cannot link."""
-    if not link:
+    """Lay out `src` at `dst`: weights and models hard-linked from the cache (no second copy),
+    text files copied; or moved whole when the output was not cached."""
+    if link:
+        link_tree(src, dst, copy_suffixes=COPIED_SUFFIXES)
+    else:
         os.rename(src, dst)
-        return
-    for path in sorted(src.rglob("*")):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix not in COPIED_SUFFIXES:
-            try:
-                os.link(path, target)
-                continue
-            except OSError:
-                pass
-        shutil.copyfile(path, target)
 
 
 def _check_output(out: Path) -> None:

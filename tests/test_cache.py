@@ -356,7 +356,7 @@ def test_target_and_trust_remote_code_change_the_key(baseline):
 
     # Every component of the key, changed alone, changes the key.
     base = parts(recipe())
-    changed = {"pass": "other", "version": "2", "params": {**base["params"], "block_size": 64},
+    changed = {"pass": "other", "version": base["version"] + ".1", "params": {**base["params"], "block_size": 64},
                "target": {"device": "gpu", "execution_provider": "cuda"}, "trust_remote_code": True,
                "input": "0" * 64, "tools": {**base["tools"], "torch": "0.0"}}
     assert set(changed) == set(base)

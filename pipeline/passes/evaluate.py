@@ -8,10 +8,10 @@ Speed figures are measured once per cache entry; `pipeline build --force` measur
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from pipeline.cache import link_tree
 from pipeline.passes import Artifact, Context, register
 
 METRICS = "metrics.json"
@@ -24,7 +24,7 @@ def evaluate_pass(artifact: Artifact, config: dict, ctx: Context) -> Artifact:
     from pipeline.report import write_report
 
     out = ctx.workdir / "out"
-    _link_tree(artifact.path, out)
+    link_tree(artifact.path, out)
     for stale in (METRICS, REPORT):  # a second evaluate pass replaces the first one's results
         (out / stale).unlink(missing_ok=True)
     # Packaging writes the real inference_model.json later; the evaluation prompts need its
@@ -49,15 +49,3 @@ def evaluate_pass(artifact: Artifact, config: dict, ctx: Context) -> Artifact:
             f"decode {speed.get('decode_tokens_per_s') or float('nan'):.1f} tokens/s")
     return Artifact(out, "onnx-genai", {"metrics": metrics})
 
-
-def _link_tree(src: Path, dst: Path) -> None:
-    for path in sorted(src.rglob("*")):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)

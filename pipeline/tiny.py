@@ -347,8 +347,8 @@ def make_tiny_model(out_dir: Path, *, family: str = "qwen2", seed: int = 0) -> P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(fam)
-    _save_tokenizer(tokenizer, fam, out_dir)
-    _save_model(fam, tokenizer, seed, out_dir)
+    save_tokenizer(tokenizer, fam, out_dir)
+    new_model(fam, tokenizer, seed=seed).save_pretrained(out_dir)  # config, generation_config, weights
     return out_dir
 
 
@@ -396,7 +396,9 @@ def train_tokenizer(fam: Family):
     return tok
 
 
-def _save_tokenizer(tok, fam: Family, out_dir: Path) -> None:
+def save_tokenizer(tok, fam: Family, out_dir: Path) -> None:
+    """Write `tok` as the family's real model ships it: tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json and chat_template.jinja."""
     from transformers import PreTrainedTokenizerFast
 
     template = _template_text(fam)
@@ -440,15 +442,18 @@ def _save_tokenizer(tok, fam: Family, out_dir: Path) -> None:
     _write_json(out_dir / "special_tokens_map.json", tokens_map)
 
 
-def _save_model(fam: Family, tok, seed: int, out_dir: Path) -> None:
+def new_model(fam: Family, tok, *, seed: int = 0, shape: dict | None = None,
+              initializer_range: float = INITIALIZER_RANGE):
+    """A freshly initialised fp32 model of the family (SHAPE unless `shape`) for tokenizer `tok`,
+    with the family's special token ids in its config and generation config."""
     import torch
     import transformers
 
     ids = {t: tok.token_to_id(t) for t in fam.special_tokens + fam.added_tokens}
     config = getattr(transformers, fam.config_class)(
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
-        **SHAPE,
-        initializer_range=INITIALIZER_RANGE,
+        **(SHAPE if shape is None else shape),
+        initializer_range=initializer_range,
         tie_word_embeddings=False,
         bos_token_id=ids[fam.config_bos],
         eos_token_id=ids[fam.eos_token],
@@ -462,7 +467,7 @@ def _save_model(fam: Family, tok, seed: int, out_dir: Path) -> None:
         eos_token_id=[ids[t] for t in fam.generation_eos],
         pad_token_id=ids[fam.pad_token] if fam.pad_token else None,
     )
-    model.save_pretrained(out_dir)  # config.json, generation_config.json, model.safetensors
+    return model
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -12,7 +12,7 @@ FOUNDRY_PINS  := onnxruntime==1.26.0 onnxruntime-genai==0.14.1
 RECIPE ?= tiny-qwen2-int4
 RECIPE_FILE := $(if $(filter %.yaml %.yml %.json,$(RECIPE)),$(RECIPE),recipes/$(RECIPE).yaml)
 
-.PHONY: all install build test validate foundry-venv clean
+.PHONY: all install build test validate foundry-venv clean bench
 
 all: build
 
@@ -40,6 +40,10 @@ validate: $(STAMP)
 
 test: $(STAMP) $(FOUNDRY_STAMP)
 	PIPELINE_FOUNDRY_PYTHON=$(FOUNDRY_VENV)/bin/python $(BIN)/python -m pytest
+
+# Timings and memory of builds and start-up against issue 3's targets; writes benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_build.py
 
 clean:
 	rm -rf $(VENV) $(FOUNDRY_VENV) .pytest_cache

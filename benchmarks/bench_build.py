@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -524,13 +523,9 @@ def machine_info() -> dict:
 
 
 def tool_versions() -> dict:
-    versions = {}
-    for dist in TOOLS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
+    from pipeline.runner import tool_versions as versions_of
+
+    return versions_of(TOOLS)
 
 
 def git_info() -> dict:

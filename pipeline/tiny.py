@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
@@ -258,27 +258,6 @@ FAMILIES: dict[str, Family] = {
         config_extra=GEMMA_SHAPE,
         config_token_ids=(("pad_token_id", "<pad>"),),
     ),
-    "gemma3": Family(
-        model="google/gemma-3-1b-it",
-        # Gemma 2's architecture: the builder (0.18) fails on transformers 5's Gemma3 config
-        # (rope_parameters per layer type: KeyError 'rope_type').
-        config_class="Gemma2Config",
-        model_class="Gemma2ForCausalLM",
-        tokenizer_class="PreTrainedTokenizerFast",  # real: GemmaTokenizer (see GEMMA_TOKENS)
-        special_tokens=GEMMA_TOKENS,
-        bos_token="<bos>",
-        config_bos="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        generation_eos=("<eos>", "<end_of_turn>"),
-        chat_template="gemma.jinja",
-        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
-        add_bos_token=True,
-        post_processor_bos=True,
-        config_extra=GEMMA_SHAPE,
-        config_token_ids=(("pad_token_id", "<pad>"),),
-    ),
     "deepseek-r1": Family(
         model="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
         config_class="Qwen2Config",
@@ -297,6 +276,9 @@ FAMILIES: dict[str, Family] = {
         post_processor_bos=True,
     ),
 }
+# Gemma 3's tokens and template on Gemma 2's architecture: the builder (0.18) fails on
+# transformers 5's Gemma3 config (rope_parameters per layer type: KeyError 'rope_type').
+FAMILIES["gemma3"] = replace(FAMILIES["gemma2"], model="google/gemma-3-1b-it", chat_template="gemma.jinja")
 
 # The smallest shape the onnxruntime-genai builder accepts: GroupQueryAttention needs
 # head_dim (128 / 4 = 32) a multiple of 16, and vocab_size must differ from the hidden and

@@ -4,7 +4,8 @@
 JSON Schema and the builder's rules each report every problem they find, and one RecipeError
 carries them all, each as `path: what is wrong; how to fix it`.
 
-Only light modules are imported here (yaml, jsonschema): the CLI loads this for `validate`.
+Only light modules are imported here (yaml): the CLI loads this for every build. jsonschema is
+imported only to explain a recipe that pipeline.schema_check has found invalid.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
+from pipeline import schema_check
 from pipeline.errors import RecipeError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
 
@@ -128,7 +132,17 @@ def schema() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(schema())
+
+
+def _conforms(data: dict) -> bool:
+    """The cheap yes/no (no jsonschema import); False also when it cannot tell."""
+    try:
+        return schema_check.conforms(data, schema())
+    except schema_check.Unsupported:
+        return False
 
 
 @dataclass(frozen=True)
@@ -345,8 +359,9 @@ def _apply_override(data: dict, item: str, problems: list) -> bool:
 def _validate(data: dict, source_dir: Path, label: str | None, file: Path | None,
               problems: list[tuple[tuple, str]]) -> Recipe:
     """Schema + semantic checks (all problems, sorted, deduplicated); then defaults."""
-    for error in _validator().iter_errors(data):
-        problems.extend(_schema_problems(error))
+    if not _conforms(data):
+        for error in _validator().iter_errors(data):
+            problems.extend(_schema_problems(error))
     warnings: list[str] = []
     _check_target(data, problems)
     _check_passes(data, problems)

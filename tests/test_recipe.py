@@ -524,3 +524,90 @@ def test_builder_options_match_installed_builder():
     help_text = help_text[:help_text.index("parser.add_argument", 1)]
     documented = set(re.findall(r"^ {16}([a-z0-9_]+) = ", help_text, flags=re.M))
     assert documented == BUILDER_OPTIONS
+
+
+# --- the fast schema check (pipeline.schema_check) ------------------------------------------------
+
+_ODD_VALUES = (None, True, False, 0, 1, -1, 1.0, 1.5, 33, 1e9, "", "x", "int4", "cpu", "Qwen/Qwen2.5", " ",
+               [], ["x"], [{}], {}, {"type": "model-builder"}, {"x": 1})
+
+
+def _mutations(doc):
+    """Each document that differs from `doc` in one place: a value replaced by an odd one, a key
+    removed, an unknown key added, a list item dropped or duplicated."""
+    def at(node, path):
+        if isinstance(node, dict):
+            for key in list(node):
+                yield from at(node[key], (*path, key))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                yield from at(item, (*path, i))
+        yield path, node
+
+    def replaced(path, fn):
+        new = json.loads(json.dumps(doc))
+        parent = new
+        for part in path[:-1]:
+            parent = parent[part]
+        fn(parent, path[-1])
+        return new
+
+    for path, node in at(doc, ()):
+        if not path:
+            continue
+        for value in _ODD_VALUES:
+            yield replaced(path, lambda p, k, v=value: p.__setitem__(k, v))
+        if isinstance(path[-1], str):
+            yield replaced(path, lambda p, k: p.pop(k))
+        else:
+            yield replaced(path, lambda p, k: p.pop(k))
+            yield replaced(path, lambda p, k: p.insert(k, p[k]))
+        if isinstance(node, dict):
+            yield replaced(path, lambda p, k: p[k].__setitem__("unknown_key", 1))
+
+
+def _shipped_docs() -> list[dict]:
+    docs = [yaml.safe_load(p.read_text()) for p in SHIPPED]
+    return [d for d in docs if "extends" not in d]
+
+
+def test_fast_schema_check_knows_every_keyword_the_schema_uses():
+    from pipeline.schema_check import KEYWORDS
+
+    used = set()
+
+    def walk(node, in_properties=False):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not in_properties:
+                    used.add(key)
+                walk(value, in_properties=key in ("properties", "$defs") and not in_properties)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(schema())
+    assert used - KEYWORDS == set(), "teach pipeline/schema_check.py these keywords (or jsonschema runs on every build)"
+
+
+def test_fast_schema_check_agrees_with_jsonschema():
+    from pipeline.schema_check import conforms
+
+    validator = jsonschema.Draft202012Validator(schema())
+    seen, invalid = 0, 0
+    for doc in _shipped_docs():
+        assert conforms(doc, schema()), "a shipped recipe must pass the fast check"
+        for mutated in _mutations(doc):
+            expected = validator.is_valid(mutated)
+            assert conforms(mutated, schema()) is expected, json.dumps(mutated)
+            seen += 1
+            invalid += not expected
+    assert seen > 1000 and 0 < invalid < seen
+
+
+def test_valid_recipe_does_not_import_jsonschema(tmp_path: Path):
+    code = ("import sys; from pipeline.recipe import load_recipe; load_recipe(sys.argv[1]); "
+            "print('jsonschema' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(RECIPES_DIR / "tiny-qwen2-int4.yaml")],
+                          capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "False"

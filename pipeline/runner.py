@@ -281,8 +281,11 @@ def _check_for_runtime(folder: Path, runtime: str, log) -> dict[str, Any]:
 def _key_parts(registered, params: dict, recipe: Recipe, input_digest: str, tools: dict) -> dict[str, Any]:
     """Everything that shapes a pass's output. Paths are left out: moving a model folder or the
     checkout does not change what the pass makes; files a parameter names count by content."""
-    params = {k: (f"sha256:{sha256_file(Path(v))}" if k in registered.file_params and v else v)
-              for k, v in params.items()}
+    params = dict(params)
+    for k in registered.file_params:
+        file = params.get(k) or registered.file_defaults.get(k)
+        if file:
+            params[k] = f"sha256:{sha256_file(Path(file))}"
     return {"pass": registered.name, "version": registered.version, "params": params,
             "target": _pass_target(recipe), "trust_remote_code": bool(recipe.model.get("trust_remote_code")),
             "input": input_digest, "tools": tools}

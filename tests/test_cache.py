@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO, TINY_MODEL, og_greedy, run_cli, tiny_recipe
 from pipeline import runner
-from pipeline.cache import Cache, digest_of, hash_folder
+from pipeline.cache import Cache, digest_of, hash_folder, sha256_file
 from pipeline.passes import _REGISTRY, get_pass
 from pipeline.recipe import recipe_from_dict
 
@@ -652,3 +652,18 @@ def test_swap_when_another_build_creates_the_output_first(tmp_path, monkeypatch,
     runner._swap_into_place(mine, out)
     assert (out / "build.json").read_text() == '"mine"'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_file_params_key_by_content_including_the_default_file(tmp_path):
+    """The evaluate pass scores pipeline/data/heldout.txt unless told otherwise: that file's
+    content is in its key, so editing it reruns the pass; a given file counts by content too."""
+    registered = get_pass("evaluate")
+    rec = recipe()
+    default = runner._key_parts(registered, {}, rec, "0" * 64, {})
+    heldout = Path(runner.__file__).parent / "data" / "heldout.txt"
+    assert default["params"]["text"] == f"sha256:{sha256_file(heldout)}"
+    same = tmp_path / "same.txt"
+    same.write_bytes(heldout.read_bytes())
+    assert runner._key_parts(registered, {"text": str(same)}, rec, "0" * 64, {}) == default
+    same.write_text("another text\n")
+    assert runner._key_parts(registered, {"text": str(same)}, rec, "0" * 64, {}) != default

@@ -48,19 +48,22 @@ class RegisteredPass:
     consumes: str
     produces: str
     file_params: tuple[str, ...] = ()  # params naming files: keyed by content, not path
+    # The file a file param stands for when the recipe leaves it out (keyed by content as well).
+    file_defaults: dict[str, Path] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, RegisteredPass] = {}
 
 
-def register(name: str, *, version: str, consumes: str, produces: str,
-             file_params: tuple[str, ...] = ()) -> Callable[[PassFn], PassFn]:
+def register(name: str, *, version: str, consumes: str, produces: str, file_params: tuple[str, ...] = (),
+             file_defaults: dict[str, Path] | None = None) -> Callable[[PassFn], PassFn]:
     """Register `fn` under `name`. A second registration of a name is a programming error."""
 
     def decorate(fn: PassFn) -> PassFn:
         if name in _REGISTRY:
             raise RuntimeError(f"pass {name!r} is registered twice ({_REGISTRY[name].fn.__module__} and {fn.__module__})")
-        _REGISTRY[name] = RegisteredPass(name, fn, version, consumes, produces, file_params)
+        _REGISTRY[name] = RegisteredPass(name, fn, version, consumes, produces, file_params,
+                                         dict(file_defaults or {}))
         return fn
 
     return decorate

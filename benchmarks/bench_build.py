@@ -7,8 +7,10 @@
 Measures, in one run on this machine, the wall time and peak memory of whole processes, started
 as a user starts them: the direct builder, our cold build (empty cache, fresh output), our no-op
 rebuild, our rebuild after a parameter change (one pass reruns), `pipeline --help` and
-`pipeline validate`. Checks issue 3's targets, explains a cold-build overhead phase by phase
-(benchmarks/cold_profile.py), prints a markdown table and writes benchmarks/results/build.json
+`pipeline validate`; then the direct builder, our cold build and our no-op rebuild again on a
+model of Qwen2.5-0.5B's shape (benchmarks/shaped.py; --no-shaped skips it). Checks issue 3's
+targets, explains a cold-build overhead phase by phase (benchmarks/cold_profile.py), prints a
+markdown table and writes benchmarks/results/build.json
 (machine, tool versions, every sample) and benchmarks/results/build.md (the table).
 
 Exits 0 when a target is missed (a benchmark informs, it is not a test) and 1 only when a
@@ -34,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = "recipes/tiny-qwen2-int4.yaml"
+# The same recipe on a model of Qwen2.5-0.5B's shape (random weights, made by benchmarks/shaped.py).
+SHAPED_RECIPE = "benchmarks/recipes/qwen2.5-0.5b-shaped-int4.yaml"
 VENV_BIN = ROOT / ".venv" / "bin"
 
 # Issue 3's targets.
@@ -50,7 +54,7 @@ QUIET_CORES = 0.10
 CHANGED_BLOCK_SIZE = 64
 # The builder's options as pipeline/passes/model_builder.py:builder_command renders them for the
 # default recipe; used only if that function cannot be called (its signature changed).
-FALLBACK_BUILDER_OPTIONS = ["hf_token=false", "hf_remote=false", "block_size=32", "accuracy_level=4",
+FALLBACK_BUILDER_OPTIONS = ["hf_token=false", "hf_remote=false", "windowed_kv_cache=false", "block_size=32", "accuracy_level=4",
                             "is_symmetric=true", "algo_config=default"]
 # What `pipeline build` imports before it runs a pass (see benchmarks/cold_profile.py).
 BUILD_IMPORTS = ("import pipeline.cli, pipeline.cache, pipeline.recipe, pipeline.runner, pipeline.packaging.foundry, "
@@ -181,8 +185,13 @@ class Bench:
         self.direct_env = dict(base, HF_HUB_OFFLINE="1")
         self.pipeline = str(VENV_BIN / "pipeline")
         self.python = str(VENV_BIN / "python")
-        self.direct_template, self.direct_note = direct_builder_command(self.python)
         self._n = 0
+        self.use(RECIPE, "")
+
+    def use(self, recipe: str, tag: str) -> None:
+        """Measure `recipe` from now on; its samples are named with the prefix `tag`."""
+        self.recipe, self.tag = recipe, tag
+        self.direct_template, self.direct_note = direct_builder_command(self.python, recipe)
 
     def quiet(self) -> None:
         """Wait (within the budget) until nothing else on the machine uses a tenth of a core:
@@ -238,35 +247,52 @@ class Bench:
     def direct(self, i: int, record: bool = True) -> None:
         out, tmp = self.work / f"direct-{i}" / "out", self.work / f"direct-{i}" / "cache"
         cmd = [a.replace("{OUT}", str(out)).replace("{TMP}", str(tmp)) for a in self.direct_template]
-        self.run("direct", cmd, env=self.direct_env, record=record, reset=lambda: shutil.rmtree(out.parent),
+        self.run(self.tag + "direct", cmd, env=self.direct_env, record=record, reset=lambda: shutil.rmtree(out.parent),
                  check=lambda _: None if (out / "genai_config.json").is_file() else "wrote no genai_config.json")
         shutil.rmtree(out.parent)
 
     def cold(self, i: int, record: bool = True) -> None:
         out, cache = self.work / f"cold-{i}" / "out", self.work / f"cold-{i}" / "cache"
-        self.run("cold", self.build_cmd(out, cache), record=record, reset=lambda: shutil.rmtree(out.parent),
+        self.run(self.tag + "cold", self.build_cmd(out, cache), record=record, reset=lambda: shutil.rmtree(out.parent),
                  check=lambda _: _ran(out, expect=True, block_size=32), after=lambda: _pass_seconds(out))
         shutil.rmtree(out.parent)
 
     def build_cmd(self, out: Path, cache: Path, *extra: str) -> list[str]:
-        return [self.pipeline, "build", RECIPE, "--output", str(out), "--cache-dir", str(cache), *extra]
+        return [self.pipeline, "build", self.recipe, "--output", str(out), "--cache-dir", str(cache), *extra]
 
-    def cold_vs_direct(self) -> None:
+    def cold_vs_direct(self, reps: int | None = None, warm_up: bool = True) -> None:
         # Warm-up (not recorded): page cache, .pyc files, lazy one-off set-up of either side.
-        self.direct(-1, record=False)
-        self.cold(-1, record=False)
-        for i in range(self.reps_cold):
+        if warm_up:
+            self.direct(-1, record=False)
+            self.cold(-1, record=False)
+        for i in range(self.reps_cold if reps is None else reps):
             # Alternate who goes first, so drift (thermal, other load) hits both sides alike.
             order = (self.direct, self.cold) if i % 2 == 0 else (self.cold, self.direct)
             for step in order:
                 step(i)
 
-    def rebuilds(self) -> None:
-        out, cache = self.work / "rebuild" / "out", self.work / "rebuild" / "cache"
+    def noops(self, reps: int) -> tuple[Path, Path, list[str]]:
+        out, cache = self.work / f"{self.tag}rebuild" / "out", self.work / f"{self.tag}rebuild" / "cache"
         plain = self.build_cmd(out, cache)
         self.run("setup", plain, record=False, check=lambda _: _ran(out, expect=True, block_size=32))
-        for _ in range(self.reps_fast):
-            self.run("noop", plain, check=lambda text: None if "up to date" in text else "did not say 'up to date'")
+        for _ in range(reps):
+            self.run(self.tag + "noop", plain,
+                     check=lambda text: None if "up to date" in text else "did not say 'up to date'")
+        return out, cache, plain
+
+    def shaped(self, reps_cold: int, reps_noop: int) -> None:
+        """Cold vs direct and the no-op rebuild on the Qwen2.5-0.5B-shaped model. A build takes
+        about 20 s and 4.5 GB here, so no warm-up beyond the model's first read, fewer runs."""
+        self.use(SHAPED_RECIPE, "shaped-")
+        try:
+            self.cold_vs_direct(reps_cold, warm_up=False)
+            out, _, _ = self.noops(reps_noop)
+            shutil.rmtree(out.parent)
+        finally:
+            self.use(RECIPE, "")
+
+    def rebuilds(self) -> None:
+        out, cache, plain = self.noops(self.reps_fast)
         changed = self.build_cmd(out, cache, "--set", f"passes.0.block_size={CHANGED_BLOCK_SIZE}")
 
         def restore() -> None:
@@ -324,22 +350,26 @@ class Bench:
         }
 
 
-def direct_builder_command(python: str) -> tuple[list[str], str]:
-    """The builder command our model-builder pass runs for the default recipe, with {OUT} and
-    {TMP} placeholders, taken from the pass itself so the two cannot drift apart."""
+def direct_builder_command(python: str, recipe_file: str = RECIPE) -> tuple[list[str], str]:
+    """The builder command our model-builder pass runs for `recipe_file` (its first pass, its
+    local model), with {OUT} and {TMP} placeholders, taken from the pass itself so the two cannot
+    drift apart."""
     try:
         from pipeline.passes import Context
         from pipeline.passes.model_builder import builder_command
         from pipeline.recipe import load_recipe
 
-        recipe = load_recipe(ROOT / RECIPE)
+        recipe = load_recipe(ROOT / recipe_file)
         config = dict(recipe.passes[0])
-        ctx = Context(target=recipe.target, model=recipe.model, workdir=Path("{WORK}"), logdir=Path("."),
-                      log=lambda _: None)
-        cmd = builder_command(Path("models/tiny-qwen2-chat"), Path("{OUT}"), config, ctx)
+        source = Path(recipe.model["source"])
+        ctx = Context(target=recipe.target, model=recipe.model, source=source, prompt_template={},
+                      workdir=Path("{WORK}"), logdir=Path("."), log=lambda _: None)
+        cmd = builder_command(Path(os.path.relpath(source, ROOT)), Path("{OUT}"), config, ctx)
         cmd = [python] + [("{TMP}" if a == str(Path("{WORK}") / "builder-cache") else a) for a in cmd[1:]]
         return cmd, "from pipeline.passes.model_builder.builder_command"
     except Exception as e:  # noqa: BLE001 - any change there falls back to the known command
+        if recipe_file != RECIPE:
+            raise BenchError(f"cannot derive the builder command for {recipe_file}: {type(e).__name__}: {e}") from e
         return ([python, "-m", "onnxruntime_genai.models.builder", "-i", "models/tiny-qwen2-chat", "-o", "{OUT}",
                  "-p", "int4", "-e", "cpu", "-c", "{TMP}", "--extra_options", *FALLBACK_BUILDER_OPTIONS],
                 f"fallback list (builder_command failed: {type(e).__name__}: {e})")
@@ -388,34 +418,74 @@ ROWS = [  # (sample name, label)
     ("help", "`pipeline --help`"),
     ("validate", f"`pipeline validate {RECIPE}`"),
 ]
+SHAPED_ROWS = [
+    ("shaped-direct", "onnxruntime-genai builder, direct (reference)"),
+    ("shaped-cold", "`pipeline build`, cold (empty cache, new output)"),
+    ("shaped-noop", "`pipeline build`, no-op rebuild"),
+]
 
 
-def evaluate(summaries: dict, samples: dict) -> tuple[list[dict], dict]:
-    """Targets with their measured values, and the cold overhead looked at several ways."""
-    direct, cold = summaries["direct"]["median_s"], summaries["cold"]["median_s"]
+def evaluate(summaries: dict, samples: dict, tag: str = "") -> tuple[list[dict], dict]:
+    """Targets with their measured values, and the cold overhead looked at several ways, for the
+    samples named with prefix `tag`."""
+    direct, cold = summaries[tag + "direct"]["median_s"], summaries[tag + "cold"]["median_s"]
+    noop = summaries[tag + "noop"]["median_s"]
     overhead = cold / direct - 1
     # Paired: each repetition ran both back to back, so their ratio cancels slow drift.
-    pairs = list(zip(samples["direct"], samples["cold"]))
-    outside = [c["wall_s"] - c["pass_s"] for c in samples["cold"] if c.get("pass_s") is not None]
+    pairs = list(zip(samples[tag + "direct"], samples[tag + "cold"]))
+    outside = [c["wall_s"] - c["pass_s"] for c in samples[tag + "cold"] if c.get("pass_s") is not None]
     targets = [
-        {"name": "cold", "target": f"<= {COLD_OVERHEAD_TARGET:.0%} over direct", "measured": overhead,
+        {"name": tag + "cold", "target": f"<= {COLD_OVERHEAD_TARGET:.0%} over direct", "measured": overhead,
          "shown": f"{overhead:+.1%} ({cold - direct:+.2f} s)", "pass": overhead <= COLD_OVERHEAD_TARGET},
-        {"name": "noop", "target": f"<= {NOOP_TARGET_S} s", "measured": summaries["noop"]["median_s"],
-         "shown": f"{summaries['noop']['median_s']:.3f} s", "pass": summaries["noop"]["median_s"] <= NOOP_TARGET_S},
-        {"name": "help", "target": f"<= {HELP_TARGET_S} s", "measured": summaries["help"]["median_s"],
-         "shown": f"{summaries['help']['median_s']:.3f} s", "pass": summaries["help"]["median_s"] <= HELP_TARGET_S},
+        {"name": tag + "noop", "target": f"<= {NOOP_TARGET_S} s", "measured": noop,
+         "shown": f"{noop:.3f} s", "pass": noop <= NOOP_TARGET_S},
     ]
+    if tag + "help" in summaries:
+        help_s = summaries[tag + "help"]["median_s"]
+        targets.append({"name": tag + "help", "target": f"<= {HELP_TARGET_S} s", "measured": help_s,
+                        "shown": f"{help_s:.3f} s", "pass": help_s <= HELP_TARGET_S})
     return targets, {
         "median_ratio": overhead,
         "seconds": cold - direct,
         "paired_median_ratio": statistics.median(c["wall_s"] / d["wall_s"] - 1 for d, c in pairs),
         "paired_ratios": [round(c["wall_s"] / d["wall_s"] - 1, 4) for d, c in pairs],
-        "cpu_ratio": summaries["cold"]["cpu_median_s"] / summaries["direct"]["cpu_median_s"] - 1,
+        "cpu_ratio": summaries[tag + "cold"]["cpu_median_s"] / summaries[tag + "direct"]["cpu_median_s"] - 1,
         # Our process's time outside the model-builder pass (start-up, imports, resolve, package,
         # exit), and the pass itself (builder subprocess + hashing into the cache) vs direct.
         "outside_pass_s": statistics.median(outside) if outside else None,
-        "pass_vs_direct": (statistics.median(c["pass_s"] for c in samples["cold"]) / direct - 1) if outside else None,
+        "pass_vs_direct": (statistics.median(c["pass_s"] for c in samples[tag + "cold"]) / direct - 1) if outside else None,
     }
+
+
+def _table(rows: list[tuple[str, str]], s: dict, targets: dict) -> list[str]:
+    lines = ["| What | runs | median s | min s | max s | CPU s | peak RSS MB | target | result |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for name, label in rows:
+        r = s[name]
+        t = targets.get(name)
+        target = f"{t['target']}: {t['shown']}" if t else ("reference" if name.endswith("direct") else "-")
+        result = ("**PASS**" if t["pass"] else "**FAIL**") if t else ""
+        runs = f"{r['runs']} ({r['contended']} contended)" if r["contended"] else str(r["runs"])
+        lines.append(f"| {label} | {runs} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} "
+                     f"| {r['cpu_median_s']:.2f} | {r['peak_rss_mb']:.0f} | {target} | {result} |")
+    return lines
+
+
+def _overhead_lines(o: dict, direct: dict) -> list[str]:
+    lines = [
+        (f"Cold overhead = median ours / median direct - 1 = {o['median_ratio']:+.1%} ({o['seconds']:+.2f} s). "
+         f"Median of the per-repetition ratios (each pair ran back to back): {o['paired_median_ratio']:+.1%} "
+         f"(from {min(o['paired_ratios']):+.1%} to {max(o['paired_ratios']):+.1%}); "
+         f"in CPU time: {o['cpu_ratio']:+.1%}."),
+        (f"The direct builder alone varied by {direct['max_s'] / direct['min_s'] - 1:.0%} (min to max) in this run: "
+         "smaller differences between medians are within this machine's noise."),
+    ]
+    if o.get("outside_pass_s") is not None:
+        lines.append(f"Of a cold build, {o['outside_pass_s']:.3f} s is outside the model-builder pass (our start-up, "
+                     f"imports, resolve, package, exit; {o['outside_pass_s'] / direct['median_s']:.1%} of the "
+                     f"direct builder): the steadiest estimate of our overhead. The pass itself (builder subprocess, "
+                     f"hashing into the cache) takes {o['pass_vs_direct']:+.1%} vs the direct builder.")
+    return lines
 
 
 def render(info: dict) -> str:
@@ -427,34 +497,12 @@ def render(info: dict) -> str:
          f"onnxruntime-genai {info['tools'].get('onnxruntime-genai')}, torch {info['tools'].get('torch')} "
          f"(commit {info['git']['commit'][:10]}{', uncommitted changes' if info['git']['dirty'] else ''})."),
         "",
-        "| What | runs | median s | min s | max s | CPU s | peak RSS MB | target | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for name, label in ROWS:
-        r = s[name]
-        t = targets.get(name)
-        target = f"{t['target']}: {t['shown']}" if t else ("reference" if name == "direct" else "-")
-        result = ("**PASS**" if t["pass"] else "**FAIL**") if t else ""
-        runs = f"{r['runs']} ({r['contended']} contended)" if r["contended"] else str(r["runs"])
-        lines.append(f"| {label} | {runs} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} "
-                     f"| {r['cpu_median_s']:.2f} | {r['peak_rss_mb']:.0f} | {target} | {result} |")
-    o = info["cold_overhead"]
-    lines += [
+        f"Default recipe `{RECIPE}` (tiny model, 2.3 MB):",
         "",
-        (f"Cold overhead = median ours / median direct - 1 = {o['median_ratio']:+.1%} ({o['seconds']:+.2f} s). "
-         f"Median of the per-repetition ratios (each pair ran back to back): {o['paired_median_ratio']:+.1%} "
-         f"(from {min(o['paired_ratios']):+.1%} to {max(o['paired_ratios']):+.1%}); "
-         f"in CPU time: {o['cpu_ratio']:+.1%}."),
+        *_table(ROWS, s, targets),
+        "",
+        *_overhead_lines(info["cold_overhead"], s["direct"]),
     ]
-    d = s["direct"]
-    spread = d["max_s"] / d["min_s"] - 1
-    lines.append(f"The direct builder alone varied by {spread:.0%} (min to max) in this run: smaller differences "
-                 "between medians are within this machine's noise.")
-    if o.get("outside_pass_s") is not None:
-        lines.append(f"Of a cold build, {o['outside_pass_s']:.3f} s is outside the model-builder pass (our start-up, "
-                     f"imports, resolve, package, exit; {o['outside_pass_s'] / s['direct']['median_s']:.1%} of the "
-                     f"direct builder): the steadiest estimate of our overhead. The pass itself (builder subprocess, "
-                     f"hashing into the cache) takes {o['pass_vs_direct']:+.1%} vs the direct builder.")
     removed = info["config"].get("env_removed")
     if removed:
         lines.append(f"Measured with {', '.join(removed)} removed from the environment (bytecode cached, as a "
@@ -494,6 +542,20 @@ def render(info: dict) -> str:
             "",
             (f"Our own work around the builder: {ours:.3f} s ({ours / s['direct']['median_s']:.1%} of the direct "
              f"builder's median): start-up, imports, recipe, runner before and after the builder, shutdown."),
+        ]
+    shaped = info.get("shaped")
+    if shaped:
+        lines += [
+            "",
+            (f"The same recipe on a model of Qwen2.5-0.5B-Instruct's shape (`{SHAPED_RECIPE}`: random weights, "
+             f"{shaped['parameters_m']:.0f} M parameters, {shaped['source_mb']:.0f} MB of bf16 safetensors, made by "
+             "benchmarks/shaped.py):"),
+            "",
+            *_table(SHAPED_ROWS, s, targets),
+            "",
+            *_overhead_lines(shaped["cold_overhead"], s["shaped-direct"]),
+            (f"Peak RSS is the builder's (it loads the whole model in torch): ours "
+             f"{s['shaped-cold']['peak_rss_mb']:.0f} MB vs direct {s['shaped-direct']['peak_rss_mb']:.0f} MB."),
         ]
     missed = [t for t in info["targets"] if not t["pass"]]
     lines += ["", ("Missed: " + "; ".join(f"{t['name']} {t['shown']} (target {t['target']})" for t in missed))
@@ -547,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 cold/direct and 3 fast repetitions (a smoke check)")
     parser.add_argument("--reps-cold", type=int, default=None, help="repetitions of each build (default 5)")
     parser.add_argument("--reps-fast", type=int, default=None, help="repetitions of no-op, --help, validate (default 10)")
+    parser.add_argument("--reps-shaped", type=int, default=None,
+                        help="cold/direct repetitions on the Qwen2.5-0.5B-shaped model (default 3; its no-op runs 5)")
+    parser.add_argument("--no-shaped", action="store_true", help="skip the Qwen2.5-0.5B-shaped model (saves ~3 min)")
     parser.add_argument("--profile-runs", type=int, default=None, help="cold_profile.py runs (default 3)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temp folder, removed)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where build.json and build.md go")
@@ -561,10 +626,16 @@ def main(argv: list[str] | None = None) -> int:
     reps_cold = args.reps_cold or (2 if args.quick else 5)
     reps_fast = args.reps_fast or (3 if args.quick else 10)
     profile_runs = args.profile_runs or (1 if args.quick else 3)
+    reps_shaped = 0 if args.no_shaped else args.reps_shaped or (1 if args.quick else 3)
     if not (VENV_BIN / "pipeline").exists():
         print(f"error: {VENV_BIN / 'pipeline'} not found; run `make install` first", file=sys.stderr)
         return 1
 
+    shaped_dir = None
+    if reps_shaped:
+        from shaped import qwen05b_shaped
+
+        shaped_dir = qwen05b_shaped(log=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
     work = Path(tempfile.mkdtemp(prefix="bench-build-", dir=args.workdir))
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
@@ -576,13 +647,24 @@ def main(argv: list[str] | None = None) -> int:
         bench.rebuilds()
         bench.startup()
         breakdown = bench.breakdown(profile_runs)
+        if reps_shaped:
+            print(f"bench: Qwen2.5-0.5B shape: cold/direct x{reps_shaped}, no-op x5", file=sys.stderr, flush=True)
+            bench.shaped(reps_shaped, 2 if args.quick else 5)
     except BenchError as e:
         print(f"error: {e}\n(scratch folder kept: {work})", file=sys.stderr)
         return 1
     shutil.rmtree(work, ignore_errors=True)
 
-    summaries = {name: _summary(bench.samples[name]) for name, _ in ROWS}
+    summaries = {name: _summary(bench.samples[name]) for name, _ in ROWS + (SHAPED_ROWS if reps_shaped else [])}
     targets, overhead = evaluate(summaries, bench.samples)
+    shaped_info = None
+    if reps_shaped:
+        shaped_targets, shaped_overhead = evaluate(summaries, bench.samples, "shaped-")
+        targets += shaped_targets
+        weights = sum(f.stat().st_size for f in shaped_dir.glob("*.safetensors"))
+        shaped_info = {"recipe": SHAPED_RECIPE, "model": str(shaped_dir.relative_to(ROOT)), "reps_cold": reps_shaped,
+                       "source_mb": weights / 1e6, "parameters_m": weights / 2 / 1e6,  # bf16: 2 bytes each
+                       "cold_overhead": shaped_overhead}
     info = {
         "schema_version": 1,
         "date": started.isoformat(timespec="seconds"),
@@ -602,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         "cold_overhead": overhead,
         "summaries": summaries,
         "breakdown": breakdown,
+        "shaped": shaped_info,
         "samples": bench.samples,
         "discarded": len(bench.discarded),
         "discarded_samples": bench.discarded,

@@ -41,6 +41,13 @@ PROVIDERS_BY_PRECISION = {
     "fp32": ("cpu", "cuda"),
 }
 INT4_ONLY = ("block_size", "accuracy_level", "symmetric", "algorithm")
+# The builder's legacy algo_config names: base algorithm + its matmul_mixed_precision (0.18 builder.py).
+LEGACY_ALGORITHMS = {
+    "rtn_last": ("rtn", "last_matmul:int8"),
+    "k_quant_last": ("k_quant", "last_matmul:int8"),
+    "k_quant_mixed": ("k_quant", "last_matmul:int8,mixed_layers:int8"),
+    "k_quant_linear": ("k_quant", "last_matmul:int8,linear_attn:int8"),
+}
 INT4_DEFAULTS = {"block_size": 32, "symmetric": True, "algorithm": "default", "accuracy_level": None}
 
 # extra_options the recipe already has a field for, or that the tool decides: where to set them.
@@ -401,6 +408,11 @@ def _schema_problems(error: jsonschema.ValidationError) -> list[tuple[tuple, str
             hint = _did_you_mean(instance, value)
             return [(path, f"{at}: unknown pass {_show(instance)} (known: {known}){hint}")]
         options = ", ".join(map(str, value))
+        if path[-1:] == ("algorithm",) and instance in LEGACY_ALGORITHMS:
+            base, mixed = LEGACY_ALGORITHMS[instance]
+            return [(path, f"{at}: {_show(instance)} is the builder's old name for algorithm {base} with some "
+                           f"MatMuls in int8; set algorithm: {base} and extra_options: "
+                           f"{{matmul_mixed_precision: '{mixed}'}}")]
         return [(path, f"{at}: {_show(instance)} is not one of {options}{_did_you_mean(instance, value)}")]
     if kind == "type":
         expected = _or([_type_name(t) for t in (value if isinstance(value, list) else [value])])

@@ -166,6 +166,9 @@ MALFORMED = [
     # id, edit, overrides, path the message starts with, key phrase
     ("bad-precision", _set("passes.0.precision", "int5"), [],
      "passes[0].precision", "'int5' is not one of int4, int8, fp16, bf16, fp32"),
+    ("legacy-algorithm", _set("passes.0.algorithm", "k_quant_last"), [], "passes[0].algorithm",
+     "old name for algorithm k_quant with some MatMuls in int8; set algorithm: k_quant and extra_options: "
+     "{matmul_mixed_precision: 'last_matmul:int8'}"),
     ("unknown-top-key", _set("nmae", "x"), [], "nmae", "unknown key; did you mean 'name'?"),
     ("unknown-nested-key", _set("model.revison", COMMIT), [],
      "model.revison", "unknown key; did you mean 'revision'?"),

@@ -12,7 +12,7 @@ FOUNDRY_PINS  := onnxruntime==1.26.0 onnxruntime-genai==0.14.1
 RECIPE ?= tiny-qwen2-int4
 RECIPE_FILE := $(if $(filter %.yaml %.yml %.json,$(RECIPE)),$(RECIPE),recipes/$(RECIPE).yaml)
 
-.PHONY: all install build test validate foundry-venv clean bench
+.PHONY: all install build test validate foundry-venv clean bench bench-quick
 
 all: build
 
@@ -41,9 +41,19 @@ validate: $(STAMP)
 test: $(STAMP) $(FOUNDRY_STAMP)
 	PIPELINE_FOUNDRY_PYTHON=$(FOUNDRY_VENV)/bin/python $(BIN)/python -m pytest
 
-# Timings and memory of builds and start-up against issue 3's targets; writes benchmarks/results/.
+# Build time and memory (vs the builder run directly), decode speed (vs transformers and the
+# machine's memory bandwidth), quality per precision and int4 setting; each prints a table and
+# writes benchmarks/results/. About 20 minutes the first time on 2 cores (models are made and
+# built once, then cached under benchmarks/.work/). bench-quick: a smoke check of all three.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_quality.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench_build.py --quick --results benchmarks/.work/quick
+	$(BIN)/python benchmarks/bench_speed.py --quick --results benchmarks/.work/quick
+	$(BIN)/python benchmarks/bench_quality.py --quick --results benchmarks/.work/quick
 
 clean:
 	rm -rf $(VENV) $(FOUNDRY_VENV) .pytest_cache

@@ -367,7 +367,7 @@ def direct_builder_command(python: str, recipe_file: str = RECIPE) -> tuple[list
         cmd = builder_command(Path(os.path.relpath(source, ROOT)), Path("{OUT}"), config, ctx)
         cmd = [python] + [("{TMP}" if a == str(Path("{WORK}") / "builder-cache") else a) for a in cmd[1:]]
         return cmd, "from pipeline.passes.model_builder.builder_command"
-    except Exception as e:  # noqa: BLE001 - any change there falls back to the known command
+    except Exception as e:  # any change there falls back to the known command
         if recipe_file != RECIPE:
             raise BenchError(f"cannot derive the builder command for {recipe_file}: {type(e).__name__}: {e}") from e
         return ([python, "-m", "onnxruntime_genai.models.builder", "-i", "models/tiny-qwen2-chat", "-o", "{OUT}",

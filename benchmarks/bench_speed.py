@@ -186,7 +186,7 @@ def onnx_bytes_per_token(folder: Path, kv_pos: float) -> dict:
     Plus the KV cache at `kv_pos` positions, in the graph's KV dtype."""
     import onnx
 
-    from pipeline.evaluate import _initializers
+    from pipeline.evaluate import graph_initializers
 
     genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
     decoder = genai["decoder"]
@@ -210,7 +210,7 @@ def onnx_bytes_per_token(folder: Path, kv_pos: float) -> dict:
 
     total = weights = 0
     lookups = []
-    for tensor in _initializers(proto.graph):
+    for tensor in graph_initializers(proto.graph):
         size = _tensor_bytes(tensor)
         total += size
         kinds = reads(tensor.name, {tensor.name})
@@ -247,12 +247,12 @@ def hf_speed(source: Path, *, prompt_tokens: int, new_tokens: int, repeats: int,
     import torch
     import transformers
 
-    from pipeline.evaluate import CORPUS, MAX_RUNS, MIN_MEASURED_S, _peak_rss_mb
+    from pipeline.evaluate import CORPUS, MAX_RUNS, MIN_MEASURED_S, peak_rss_mb
 
     torch.set_num_threads(threads)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     t = time.perf_counter()
     model = transformers.AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32).eval()
     load_s = time.perf_counter() - t
@@ -279,7 +279,7 @@ def hf_speed(source: Path, *, prompt_tokens: int, new_tokens: int, repeats: int,
             measured += (t3 - t0) if len(runs) > 1 else 0.0
             produced = tokens
     runs = runs[1:]
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
 
     # Bytes per token, by the same rule as onnx_bytes_per_token: every parameter once (tied
     # embeddings are one tensor: lm_head reads it in full), plus one row of the input embedding.

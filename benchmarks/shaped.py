@@ -26,18 +26,18 @@ WORK = ROOT / "benchmarks" / ".work"
 NAME = "qwen2.5-0.5b-shaped"
 
 # From Qwen/Qwen2.5-0.5B-Instruct's config.json (revision 7ae557604adf67be50417f59c2c2f167def9a775).
-QWEN05B_SHAPE = dict(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    max_position_embeddings=32768,
-    vocab_size=151936,
-    rope_theta=1000000.0,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-)
+QWEN05B_SHAPE = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "vocab_size": 151936,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
 SEED = 0
 STAMP = "shaped.json"
 _GENERATOR_VERSION = 1

@@ -312,20 +312,20 @@ def _onnx_files(folder: Path) -> list[Path]:
         except Exception:  # an unreadable graph: count the usual data file beside it
             files.update(folder.glob(graph.name + ".data"))
             continue
-        for tensor in _initializers(proto.graph):
+        for tensor in graph_initializers(proto.graph):
             for entry in tensor.external_data:
                 if entry.key == "location" and (folder / entry.value).is_file():
                     files.add(folder / entry.value)
     return sorted(files)
 
 
-def _initializers(graph):
+def graph_initializers(graph):
     """Initializers of `graph` and of the subgraphs its nodes hold (If, Loop, Scan)."""
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:
             for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _initializers(sub)
+                yield from graph_initializers(sub)
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -489,7 +489,7 @@ def measure_speed(folder: Path, *, prompt_tokens: int = 128, new_tokens: int = 6
     import numpy as np
     import onnxruntime_genai as og
 
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     t = time.perf_counter()
     model = og.Model(str(folder))
     load_s = time.perf_counter() - t
@@ -520,7 +520,7 @@ def measure_speed(folder: Path, *, prompt_tokens: int = 128, new_tokens: int = 6
         measured += (t3 - t0) if len(runs) > 1 else 0.0
         del generator
     runs = runs[1:]
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     threads = (genai["model"]["decoder"].get("session_options") or {}).get("intra_op_num_threads")
     decode = [r["decode"] for r in runs if r["decode"]]
     return {
@@ -542,7 +542,7 @@ def measure_speed(folder: Path, *, prompt_tokens: int = 128, new_tokens: int = 6
     }
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MiB. On Linux VmHWM, the high-water mark
     of this program's own memory: ru_maxrss is not, since after fork + exec it still holds the
     parent's RSS at the fork (411 MB measured here for a child whose own peak was 72 MB)."""

@@ -155,23 +155,58 @@ def measure(cmd: list[str], *, env: dict[str, str], log: Path) -> dict:
             "peak_rss_kb": max(int(maxrss), sampler.peak_kb)}
 
 
+def cpu_busy_s() -> float:
+    """CPU seconds the whole machine has used since boot (all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy(window: float = 0.25) -> float:
     """Cores' worth of CPU the machine used over `window` seconds (we are idle meanwhile)."""
-    def busy() -> float:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-    b0 = busy()
+    b0 = cpu_busy_s()
     time.sleep(window)
-    return (busy() - b0) / window
+    return (cpu_busy_s() - b0) / window
+
+
+class QuietWait:
+    """A budget of seconds (`max_wait`, in all) to wait for a quiet machine before measuring:
+    on a shared 2-core machine another job's build doubles ours."""
+
+    def __init__(self, max_wait: float, verbose: bool = True):
+        self.max_wait, self.wait_left, self.verbose = max_wait, max_wait, verbose
+
+    def quiet(self) -> None:
+        """Wait (within the budget) until nothing else on the machine uses a tenth of a core."""
+        while self.wait_left > 0:
+            t = time.monotonic()
+            load = machine_busy()
+            if load < QUIET_CORES:
+                return
+            if self.verbose:
+                print(f"  (machine busy: {load:.2f} cores in use by others; waiting, {self.wait_left:.0f} s "
+                      "of --max-wait left)", file=sys.stderr, flush=True)
+            time.sleep(1.0)
+            self.wait_left -= time.monotonic() - t
+
+    @property
+    def waited_s(self) -> float:
+        return round(self.max_wait - self.wait_left, 1)
+
+
+def run_header(started: datetime, t0: float) -> dict:
+    """What every results JSON starts with: when, how long, on what, with which tools and commit."""
+    return {"schema_version": 1, "date": started.isoformat(timespec="seconds"),
+            "bench_seconds": round(time.monotonic() - t0, 1), "machine": machine_info(), "tools": tool_versions(),
+            "git": git_info()}
 
 
 # -- what is measured ---------------------------------------------------------------------------
 
-class Bench:
+class Bench(QuietWait):
     def __init__(self, work: Path, reps_cold: int, reps_fast: int, *, verbose: bool, max_wait: float):
-        self.work, self.reps_cold, self.reps_fast, self.verbose = work, reps_cold, reps_fast, verbose
-        self.wait_left = max_wait  # seconds we may still spend waiting for a quiet machine
+        super().__init__(max_wait, verbose)
+        self.work, self.reps_cold, self.reps_fast = work, reps_cold, reps_fast
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.samples: dict[str, list[dict]] = {}
@@ -192,20 +227,6 @@ class Bench:
         """Measure `recipe` from now on; its samples are named with the prefix `tag`."""
         self.recipe, self.tag = recipe, tag
         self.direct_template, self.direct_note = direct_builder_command(self.python, recipe)
-
-    def quiet(self) -> None:
-        """Wait (within the budget) until nothing else on the machine uses a tenth of a core:
-        on a shared 2-core machine another job's build doubles ours."""
-        while self.wait_left > 0:
-            t = time.monotonic()
-            load = machine_busy()
-            if load < QUIET_CORES:
-                return
-            if self.verbose:
-                print(f"  (machine busy: {load:.2f} cores in use by others; waiting, {self.wait_left:.0f} s "
-                      "of --max-wait left)", file=sys.stderr, flush=True)
-            time.sleep(1.0)
-            self.wait_left -= time.monotonic() - t
 
     def run(self, name: str, cmd: list[str], *, env: dict | None = None, check=None, record: bool = True,
             reset=None, after=None) -> dict:
@@ -666,15 +687,10 @@ def main(argv: list[str] | None = None) -> int:
                        "source_mb": weights / 1e6, "parameters_m": weights / 2 / 1e6,  # bf16: 2 bytes each
                        "cold_overhead": shaped_overhead}
     info = {
-        "schema_version": 1,
-        "date": started.isoformat(timespec="seconds"),
-        "bench_seconds": round(time.monotonic() - t0, 1),
-        "machine": machine_info(),
-        "tools": tool_versions(),
-        "git": git_info(),
+        **run_header(started, t0),
         "config": {"reps_cold": reps_cold, "reps_fast": reps_fast, "profile_runs": profile_runs, "quick": args.quick,
                    "contended_share": CONTENDED, "retries": RETRIES, "quiet_cores": QUIET_CORES,
-                   "max_wait_s": args.max_wait, "waited_s": round(args.max_wait - bench.wait_left, 1),
+                   "max_wait_s": args.max_wait, "waited_s": bench.waited_s,
                    "recipe": RECIPE, "direct_env": {"HF_HUB_OFFLINE": "1"},
                    "env_removed": [k for k in (*DROPPED_ENV, *(k for k in os.environ if k.startswith("PIPELINE_")))
                                    if k in os.environ],

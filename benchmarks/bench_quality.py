@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_build import RESULTS, ROOT, git_info, machine_info, tool_versions
+from bench_build import RESULTS, ROOT, run_header
 
 RECIPE = ROOT / "recipes" / "trained-qwen2-int4.yaml"  # model, target and package of every build
 WORK = ROOT / "benchmarks" / ".work" / "quality"
@@ -285,12 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             r["vs_fp32_pct"] = (r["ppl_onnx"] / fp32 - 1) * 100 if fp32 else None
 
     info = {
-        "schema_version": 1,
-        "date": started.isoformat(timespec="seconds"),
-        "bench_seconds": round(time.monotonic() - t0, 1),
-        "machine": machine_info(),
-        "tools": tool_versions(),
-        "git": git_info(),
+        **run_header(started, t0),
         "config": {"quick": args.quick, "recipe": str(RECIPE.relative_to(ROOT)), "target_pct": TARGET_PCT,
                    "workdir": str(WORK.relative_to(ROOT)), "evaluate": "pipeline.evaluate.evaluate defaults, speed off"},
         "verdict": verdict(rows),

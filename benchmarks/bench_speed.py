@@ -48,10 +48,9 @@ from bench_build import (
     QUIET_CORES,
     RETRIES,
     VENV_BIN,
-    git_info,
-    machine_busy,
-    machine_info,
-    tool_versions,
+    QuietWait,
+    cpu_busy_s,
+    run_header,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,30 +330,10 @@ class MeasureError(Exception):
     """A measurement could not be made."""
 
 
-def _busy_s() -> float:
-    """CPU seconds the whole machine has used (all but idle and iowait)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-class Machine:
+class Machine(QuietWait):
     """Waits (within a budget) for other processes to leave the CPU before each measurement,
     and says afterwards how much CPU they took meanwhile: on 2 cores, ONNX Runtime and torch use
     both, so another job's load slows them directly."""
-
-    def __init__(self, max_wait: float):
-        self.wait_left = max_wait
-
-    def quiet(self) -> None:
-        while self.wait_left > 0:
-            t = time.monotonic()
-            load = machine_busy()
-            if load < QUIET_CORES:
-                return
-            progress(f"  (machine busy: {load:.2f} cores in use by others; waiting, {self.wait_left:.0f} s left)")
-            time.sleep(1.0)
-            self.wait_left -= time.monotonic() - t
 
     def measure(self, fn) -> tuple[dict, dict]:
         """fn()'s result (it runs in a child process) and {seconds, other_cpu_s, contended, tries}.
@@ -363,7 +342,7 @@ class Machine:
         discarded = []
         for attempt in range(RETRIES + 1):
             self.quiet()
-            b0, t0 = _busy_s(), time.monotonic()
+            b0, t0 = cpu_busy_s(), time.monotonic()
             c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             s0 = resource.getrusage(resource.RUSAGE_SELF)
             result = fn()
@@ -372,7 +351,7 @@ class Machine:
             wall = time.monotonic() - t0
             ours = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
                     + s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime)
-            other = max(0.0, _busy_s() - b0 - ours)
+            other = max(0.0, cpu_busy_s() - b0 - ours)
             timing = {"seconds": round(wall, 1), "other_cpu_s": round(other, 2),
                       "contended": other > CONTENDED * wall + 0.05}
             if not timing["contended"] or attempt == RETRIES or self.wait_left <= 0:
@@ -603,15 +582,12 @@ def main(argv: list[str] | None = None) -> int:
             row["roofline_tokens_per_s"] = best * 1e9 / row["bytes_per_token"]
             row["roofline_fraction"] = row["decode_tokens_per_s"] / row["roofline_tokens_per_s"]
         model["notes"] = notes_for(model["rows"], l3)
+    header = run_header(started, t0)
     info = {
-        "schema_version": 1,
-        "date": started.isoformat(timespec="seconds"),
-        "bench_seconds": round(time.monotonic() - t0, 1),
-        "machine": {**machine_info(), "l3_bytes": l3},
-        "tools": tool_versions(),
-        "git": git_info(),
+        **header,
+        "machine": {**header["machine"], "l3_bytes": l3},
         "config": {**cfg, "kv_mean_positions": kv_position(cfg["prompt_tokens"], cfg["new_tokens"]),
-                   "max_wait_s": args.max_wait, "waited_s": round(args.max_wait - machine.wait_left, 1),
+                   "max_wait_s": args.max_wait, "waited_s": machine.waited_s,
                    "contended_share": CONTENDED, "quiet_cores": QUIET_CORES, "retries": RETRIES},
         "bandwidth": {"best_gb_s": best, "runs": bandwidth_runs},
         "models": models,

@@ -225,20 +225,33 @@ class Cache:
                     problems.append(f"{entry.key[:12]} ({entry.record.get('pass', '?')}): {problem}; dropped")
         return problems
 
-    def gc(self, max_size: int) -> list[Entry]:
-        """Remove least recently used entries until the cache holds at most `max_size` bytes."""
+    def disk_usage(self, entries: list[Entry] | None = None) -> int:
+        """Bytes the entries' files take on disk. A file hard-linked into several entries (the
+        evaluate pass links its input's weights into its own entry) counts once."""
+        return sum(size for _, size in _inodes(self.entries() if entries is None else entries).values())
+
+    def gc(self, max_size: int) -> tuple[list[Entry], int]:
+        """Remove least recently used entries until the cache holds at most `max_size` bytes on
+        disk. Returns the removed entries and the bytes that freed (a file another entry still
+        links is not freed)."""
         entries = sorted(self.entries(), key=lambda e: e.last_used)
-        total = sum(e.size for e in entries)
+        inodes = _inodes(entries)
+        links = {ino: len(users) for ino, (users, _) in inodes.items()}  # entries still holding each file
+        total = before = sum(size for _, size in inodes.values())
         removed = []
         for entry in entries:
             if total <= max_size:
                 break
             with self.lock(entry.key):
                 if self.remove(entry.key):
-                    total -= entry.size
                     removed.append(entry)
+                    for ino, (users, size) in inodes.items():
+                        if entry.key in users:
+                            links[ino] -= 1
+                            if links[ino] == 0:
+                                total -= size
         self.sweep()
-        return removed
+        return removed, before - total
 
     def resolve_key(self, prefix: str) -> str:
         """The full key an unambiguous prefix (as `cache ls` prints) stands for."""
@@ -300,6 +313,19 @@ def link_tree(src: Path, dst: Path, *, copy_suffixes: tuple[str, ...] = ()) -> N
             except OSError:
                 pass
         shutil.copyfile(path, target)
+
+
+def _inodes(entries: list[Entry]) -> dict[tuple[int, int], tuple[set[str], int]]:
+    """(device, inode) of every file of `entries` -> (keys of the entries holding it, size)."""
+    found: dict[tuple[int, int], tuple[set[str], int]] = {}
+    for entry in entries:
+        for rel in entry.files:
+            try:
+                st = (entry.files_dir / rel).stat()
+            except OSError:
+                continue
+            found.setdefault((st.st_dev, st.st_ino), (set(), st.st_size))[0].add(entry.key)
+    return found
 
 
 def _walk(folder: Path) -> list[Path]:

@@ -254,11 +254,11 @@ def cache_ls(store) -> None:
 @cache.command("du")
 @click.pass_obj
 def cache_du(store) -> None:
-    """Total size of the cache."""
+    """Total size of the cache on disk (a file several entries share counts once)."""
     from pipeline.cache import human
 
     entries = store.entries()
-    click.echo(f"{human(sum(e.size for e in entries))} in {len(entries)} entries  {store.root}")
+    click.echo(f"{human(store.disk_usage(entries))} in {len(entries)} entries  {store.root}")
 
 
 @cache.command("gc")
@@ -268,10 +268,10 @@ def cache_gc(store, max_size: str) -> None:
     """Remove least recently used entries until the cache fits in SIZE."""
     from pipeline.cache import human, parse_size
 
-    removed = store.gc(parse_size(max_size))
+    removed, freed = store.gc(parse_size(max_size))
     for entry in removed:
         click.echo(f"removed {entry.key[:12]} {entry.record.get('pass', '?')} ({human(entry.size)})")
-    click.echo(f"freed {human(sum(e.size for e in removed))}")
+    click.echo(f"freed {human(freed)}")
 
 
 @cache.command("rm")

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO, TINY_MODEL, og_greedy, run_cli, tiny_recipe
 from pipeline import runner
-from pipeline.cache import Cache, digest_of, hash_folder, sha256_file
+from pipeline.cache import Cache, digest_of, hash_folder, link_tree, sha256_file
 from pipeline.passes import _REGISTRY, get_pass
 from pipeline.recipe import recipe_from_dict
 
@@ -590,6 +590,29 @@ def test_cache_gc_removes_least_recently_used_first(tmp_path):
     r = run_cli(*cli, "gc", "--max-size", "abc")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: --max-size 'abc': expected a size such as 500M, 20G or 1T"]
+
+
+def test_du_and_gc_count_a_file_shared_by_entries_once(tmp_path):
+    """The evaluate pass hard-links its input's weights into its own entry: those bytes are on
+    disk once, and removing one of the two entries frees none of them."""
+    cache = Cache(tmp_path / "cache")
+    built, evaluated = "5" * 64, "6" * 64
+    first = _store(cache, built, 4096)
+    work = cache.workdir()
+    link_tree(first.files_dir, work / "out")
+    (work / "out" / "metrics.json").write_text("{}")
+    cache.store(evaluated, work / "out", {"pass": "evaluate"})
+    work.rmdir()
+    assert cache.disk_usage() == 4096 + 2
+    cli = ["cache", "--cache-dir", str(cache.root)]
+    assert run_cli(*cli, "du").stdout.startswith("4.0K in 2 entries")
+
+    assert cache.gc(4096 + 2) == ([], 0)  # fits: counted twice, it would not
+    os.utime(cache.entries_dir / built / "entry.json", (1, 1))  # the older: gc takes it first
+    removed, freed = cache.gc(4096 + 1)
+    # Dropping the builder's entry frees nothing (evaluate's still links the weights): gc goes on.
+    assert [e.key for e in removed] == [built, evaluated] and freed == 4096 + 2
+    assert cache.entries() == []
 
 
 def test_verify_drops_an_entry_without_a_record(tmp_path):

@@ -536,6 +536,8 @@ def _check_source(data: dict, source_dir: Path, problems: list, warnings: list) 
             problems.append((("model", "source"), f"model.source: folder {folder} has no config.json; point "
                                                   f"it at a Hugging Face model folder (config.json, weights, "
                                                   f"tokenizer)"))
+        else:
+            _check_block_size(data, folder, warnings)
         if revision is not None:
             warnings.append("model.revision is ignored for a local folder; remove it")
         return
@@ -551,6 +553,27 @@ def _check_source(data: dict, source_dir: Path, problems: list, warnings: list) 
                         f"when the hub repo does (pin a 40-character commit)")
     if model.get("trust_remote_code") is True:
         warnings.append(f"model.trust_remote_code is on: Python code from {source} will run during the build")
+
+
+def _check_block_size(data: dict, folder: Path, warnings: list) -> None:
+    """An int4 block wider than the model's hidden size pads every weight column of the MatMuls
+    that read the hidden state to one block: a bigger file for no gain (measured in
+    benchmarks/results/quality.md)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        hidden = (config.get("text_config") or config).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return
+    passes = data.get("passes") if isinstance(data.get("passes"), list) else []
+    for i, step in enumerate(passes):
+        block = step.get("block_size") if isinstance(step, dict) else None
+        if isinstance(hidden, int) and isinstance(block, int) and block > hidden:
+            warnings.append(f"passes[{i}].block_size {block} is larger than the model's hidden_size {hidden}: each "
+                            f"weight column is padded to one block (a bigger file, no gain); use {_fitting_block(hidden)}")
+
+
+def _fitting_block(hidden: int) -> int:
+    return max((b for b in (16, 32, 64, 128, 256) if b <= hidden), default=16)
 
 
 def _check_foundry_name(data: dict, problems: list) -> None:

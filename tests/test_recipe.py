@@ -473,6 +473,14 @@ def test_revision_on_local_source_warns(tmp_path: Path, ckpt: Path):
         "model.revision is ignored for a local folder; remove it",)
 
 
+def test_block_wider_than_hidden_size_warns():
+    recipe = RECIPES_DIR / "tiny-qwen2-int4.yaml"  # its model's hidden_size is 128
+    assert load_recipe(recipe, ["passes.0.block_size=128"]).warnings == ()
+    assert load_recipe(recipe, ["passes.0.block_size=256"]).warnings == (
+        "passes[0].block_size 256 is larger than the model's hidden_size 128: each weight column is padded to "
+        "one block (a bigger file, no gain); use 128",)
+
+
 # --- defaults, digest, helpers -------------------------------------------------------------------
 
 def test_defaults_filled(tmp_path: Path, ckpt: Path):

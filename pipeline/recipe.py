@@ -40,7 +40,9 @@ PROVIDERS_BY_PRECISION = {
     "bf16": ("cuda",),
     "fp32": ("cpu", "cuda"),
 }
-INT4_ONLY = ("block_size", "accuracy_level", "symmetric", "algorithm")
+# Weight-only quantization settings: the builder applies them to int4 and int8 MatMulNBits alike.
+QUANT_KNOBS = ("block_size", "accuracy_level", "symmetric", "algorithm")
+QUANTIZED = ("int4", "int8")
 # The builder's legacy algo_config names: base algorithm + its matmul_mixed_precision (0.18 builder.py).
 LEGACY_ALGORITHMS = {
     "rtn_last": ("rtn", "last_matmul:int8"),
@@ -489,11 +491,11 @@ def _check_builder_pass(i: int, step: dict, provider: str | None, problems: list
                              f"passes[{i}].precision: {precision} is not supported on execution_provider "
                              f"'{provider}' ({precision} runs on {', '.join(runs_on)}); use "
                              f"{_or(usable)} for {provider}"))
-        if precision != "int4":
-            for knob in INT4_ONLY:
+        if precision not in QUANTIZED:
+            for knob in QUANT_KNOBS:
                 if knob in step:
                     problems.append((("passes", i, knob),
-                                     f"passes[{i}].{knob}: only applies to precision int4 "
+                                     f"passes[{i}].{knob}: only applies to precision int4 or int8 "
                                      f"(this pass is {precision}); remove it"))
     extra = step.get("extra_options")
     if not isinstance(extra, dict):

@@ -88,6 +88,29 @@ def test_cli_build_then_chat(tmp_path, tiny_model):
     assert r.stdout.strip(), "chat printed nothing"
 
 
+def test_quantization_settings_reach_int8_and_int4_graphs(tmp_path):
+    """block_size, accuracy_level and symmetric shape the MatMulNBits nodes the builder writes,
+    at int8 as at int4 (asymmetric adds zero points: a fourth input)."""
+    import onnx
+
+    from pipeline.cache import Cache
+    from pipeline.recipe import recipe_from_dict
+    from pipeline.runner import build
+
+    for precision, bits in (("int8", 8), ("int4", 4)):
+        step = {"type": "model-builder", "precision": precision, "block_size": 128, "accuracy_level": 1,
+                "symmetric": False}
+        result = build(recipe_from_dict(tiny_recipe(precision, passes=[step])), tmp_path / precision,
+                       cache=Cache(tmp_path / "cache"), log=lambda _: None)
+        graph = onnx.load(str(result.folder / "model.onnx"), load_external_data=False).graph
+        nodes = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        assert nodes, f"{precision}: no MatMulNBits"
+        for node in nodes:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (bits, 128, 1), node.name
+            assert len(node.input) == 4, f"{node.name}: asymmetric needs zero points"
+
+
 def test_failed_build_keeps_previous_output_and_leaves_no_staging(tmp_path, built, model_copy):
     from pipeline.errors import PassError
     from pipeline.recipe import recipe_from_dict

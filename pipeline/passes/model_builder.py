@@ -20,8 +20,8 @@ from pathlib import Path
 from pipeline.errors import PassError
 from pipeline.passes import Artifact, Context, register
 
-# Our recipe names -> the builder's --extra_options names (0.15+ spelling).
-_INT4_OPTIONS = {"block_size": "block_size", "accuracy_level": "accuracy_level",
+# Our recipe names -> the builder's --extra_options names (0.15+ spelling); int4 and int8.
+_QUANT_OPTIONS = {"block_size": "block_size", "accuracy_level": "accuracy_level",
                  "symmetric": "is_symmetric", "algorithm": "algo_config"}
 _HEARTBEAT_S = 15.0
 
@@ -34,8 +34,8 @@ def builder_command(src: Path, out: Path, config: dict, ctx: Context) -> list[st
                                   # (cache_slack, GQA sliding_window_cache) does not load in Foundry
                                   # Local's runtime; the full-size cache computes the same thing.
                                   "windowed_kv_cache": "false"}
-    if config["precision"] == "int4":
-        for ours, theirs in _INT4_OPTIONS.items():
+    if config["precision"] in ("int4", "int8"):
+        for ours, theirs in _QUANT_OPTIONS.items():
             if config.get(ours) is not None:
                 options[theirs] = config[ours]
     options.update(config.get("extra_options") or {})

@@ -194,6 +194,14 @@ class QuietWait:
         return round(self.max_wait - self.wait_left, 1)
 
 
+def write_results(results: Path, stem: str, title: str, command: str, info: dict, table: str) -> None:
+    """Print `table`; write results/<stem>.json (everything) and <stem>.md (title, command, table)."""
+    print(table)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    (results / f"{stem}.md").write_text(f"# {title}\n\n`{command}`\n\n{table}", encoding="utf-8")
+
+
 def run_header(started: datetime, t0: float) -> dict:
     """What every results JSON starts with: when, how long, on what, with which tools and commit."""
     return {"schema_version": 1, "date": started.isoformat(timespec="seconds"),
@@ -705,12 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         "discarded": len(bench.discarded),
         "discarded_samples": bench.discarded,
     }
-    table = render(info)
-    print(table)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "build.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    (args.results / "build.md").write_text("# Build benchmark\n\n`make bench` (benchmarks/bench_build.py"
-                                           + (" --quick" if args.quick else "") + ")\n\n" + table, encoding="utf-8")
+    write_results(args.results, "build", "Build benchmark",
+                  ".venv/bin/python benchmarks/bench_build.py" + (" --quick" if args.quick else ""), info, render(info))
     missed = [t for t in targets if not t["pass"]]
     for t in missed:
         print(f"TARGET MISSED: {t['name']}: {t['shown']} (target {t['target']})", file=sys.stderr)

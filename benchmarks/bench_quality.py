@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_build import RESULTS, ROOT, run_header
+from bench_build import RESULTS, ROOT, run_header, write_results
 
 RECIPE = ROOT / "recipes" / "trained-qwen2-int4.yaml"  # model, target and package of every build
 WORK = ROOT / "benchmarks" / ".work" / "quality"
@@ -291,13 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": verdict(rows),
         "results": rows,
     }
-    table = render(info)
-    print(table)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "quality.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    (args.results / "quality.md").write_text(
-        "# Quality benchmark\n\n`.venv/bin/python benchmarks/bench_quality.py" + (" --quick" if args.quick else "")
-        + "`\n\n" + table + "\n![perplexity against size](quality.png)\n", encoding="utf-8")
+    write_results(args.results, "quality", "Quality benchmark",
+                  ".venv/bin/python benchmarks/bench_quality.py" + (" --quick" if args.quick else ""), info,
+                  render(info) + "\n![perplexity against size](quality.png)\n")
     plot(rows, args.results / "quality.png")
     log(f"wrote {args.results / 'quality.json'}, quality.md and quality.png ({info['bench_seconds']:.0f} s)")
     v = info["verdict"]

@@ -51,6 +51,7 @@ from bench_build import (
     QuietWait,
     cpu_busy_s,
     run_header,
+    write_results,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -592,12 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         "bandwidth": {"best_gb_s": best, "runs": bandwidth_runs},
         "models": models,
     }
-    table = render(info)
-    print(table)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "speed.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    (args.results / "speed.md").write_text("# Speed benchmark\n\n`.venv/bin/python benchmarks/bench_speed.py"
-                                           + (" --quick" if args.quick else "") + "`\n\n" + table, encoding="utf-8")
+    write_results(args.results, "speed", "Speed benchmark",
+                  ".venv/bin/python benchmarks/bench_speed.py" + (" --quick" if args.quick else ""), info, render(info))
     progress(f"wrote {args.results / 'speed.json'} and {args.results / 'speed.md'} ({info['bench_seconds']:.0f} s)")
     return 0
 

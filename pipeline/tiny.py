@@ -154,23 +154,6 @@ FAMILIES: dict[str, Family] = {
         config_extra=PHI3_SHAPE,
         config_token_ids=(("pad_token_id", "<|endoftext|>"),),
     ),
-    "phi3.5": Family(
-        model="microsoft/Phi-3.5-mini-instruct",
-        config_class="Phi3Config",
-        model_class="Phi3ForCausalLM",
-        tokenizer_class="LlamaTokenizer",
-        special_tokens=PHI3_TOKENS,
-        bos_token="<s>",
-        config_bos="<s>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        unk_token="<unk>",
-        generation_eos=("<|endoftext|>", "<|assistant|>", "<|end|>"),
-        chat_template="phi3.jinja",
-        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
-        config_extra=PHI3_SHAPE,
-        config_token_ids=(("pad_token_id", "<|endoftext|>"),),
-    ),
     "phi4-mini": Family(
         model="microsoft/Phi-4-mini-instruct",
         config_class="Phi3Config",
@@ -203,22 +186,6 @@ FAMILIES: dict[str, Family] = {
         chat_template="llama-3.1-instruct.jinja",
         pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
         add_bos_token=None,  # Llama 3 says nothing; its post-processor adds <|begin_of_text|>
-        post_processor_bos=True,
-    ),
-    "llama3.2": Family(
-        model="meta-llama/Llama-3.2-1B-Instruct",
-        config_class="LlamaConfig",
-        model_class="LlamaForCausalLM",
-        tokenizer_class="PreTrainedTokenizerFast",
-        special_tokens=LLAMA3_TOKENS,
-        bos_token="<|begin_of_text|>",
-        config_bos="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token=None,
-        generation_eos=("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
-        chat_template="llama3.jinja",
-        pretokenize_regex=QWEN2_PRETOKENIZE_REGEX,
-        add_bos_token=None,
         post_processor_bos=True,
     ),
     "mistral-v0.2": Family(
@@ -276,6 +243,10 @@ FAMILIES: dict[str, Family] = {
         post_processor_bos=True,
     ),
 }
+# Same tokenizer, tokens and architecture as their predecessor; their own chat templates.
+FAMILIES["phi3.5"] = replace(FAMILIES["phi3"], model="microsoft/Phi-3.5-mini-instruct", chat_template="phi3.jinja")
+FAMILIES["llama3.2"] = replace(FAMILIES["llama3.1"], model="meta-llama/Llama-3.2-1B-Instruct",
+                               chat_template="llama3.jinja")
 # Gemma 3's tokens and template on Gemma 2's architecture: the builder (0.18) fails on
 # transformers 5's Gemma3 config (rope_parameters per layer type: KeyError 'rope_type').
 FAMILIES["gemma3"] = replace(FAMILIES["gemma2"], model="google/gemma-3-1b-it", chat_template="gemma.jinja")
